@@ -1,0 +1,128 @@
+"""The exporter's vocabulary, shared by providers, poller, store and collector.
+
+Standard library only: providers build these from cloud answers, the collector reads them, and
+neither needs to know the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """A cloud-neutral job phase, so one alert rule covers every provider."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """One assessed quality metric of a job (Huawei `AssessProperty`).
+
+    The raw strings are kept for the JSON API; the parsed numbers (None when absent or
+    unparseable) feed the metrics.
+    """
+
+    metric: str
+    expected: str | None = None
+    actual: str | None = None
+    suggestion: str | None = None
+    suggestion_en: str | None = None
+    status: int | None = None
+    actual_value: float | None = None
+    expected_min: float | None = None
+    expected_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """What one successful poll learned about one job. Immutable: the store swaps, never edits."""
+
+    job_id: str
+    job_type: str
+    state: str
+    phase: Phase
+    terminal: bool
+    created_at: float | None = None
+    updated_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    assessments: tuple[Assessment, ...] = ()
+    suggestion: str | None = None
+    known_state: bool = True
+    # Fields present in the answer that could not be parsed, e.g. "assess_result.snr.actual".
+    parse_errors: tuple[str, ...] = ()
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+class ProviderError(Exception):
+    """A poll that did not produce a snapshot.
+
+    `reason` is a short, fixed vocabulary used as a label value; `status` is what the HTTP
+    exchange ended with ("200", "500", "timeout", "connection") for the requests counter;
+    the message is for logs and the JSON API, never for labels.
+    """
+
+    reason = "error"
+    retryable = False
+
+    def __init__(self, message: str, *, status: str = "error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AuthError(ProviderError):
+    reason = "auth"
+
+
+class ThrottledError(ProviderError):
+    reason = "throttled"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: str = "429",
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class UpstreamError(ProviderError):
+    """The cloud answered with an error status that is neither auth, throttling nor not-found."""
+
+    reason = "upstream"
+
+    def __init__(self, message: str, *, status: str, code: str | None = None) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retryable = status.startswith("5")
+
+
+class NetworkError(ProviderError):
+    reason = "network"
+    retryable = True
+
+
+class PollTimeout(ProviderError):
+    reason = "timeout"
+    retryable = True
+
+
+class ResponseParseError(ProviderError):
+    reason = "parse"
+
+
+class NotFoundError(ProviderError):
+    reason = "not_found"

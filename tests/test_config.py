@@ -1,0 +1,203 @@
+"""Config: the documented keys load, env overrides the file, every mistake is one named line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.config import (
+    ConfigError,
+    check_credentials,
+    load_settings,
+    parse_duration,
+    resolve_credentials,
+)
+
+ISSUE_EXAMPLE = """
+listen: "0.0.0.0:9871"
+poll_interval: 30
+accounts:
+  hw-prod:
+    provider: huawei_metastudio
+    region: cn-north-4
+    project_id: "0123abc"
+    endpoint: "https://metastudio.example.test"
+    app_user_id: "user-1"
+    max_rps: 10
+    auth:
+      ak_env: CLOUD_SDK_AK
+      sk_env: CLOUD_SDK_SK
+jobs:
+  - account: hw-prod
+    id: "26f06524-4f75-4b3a-a853-b649a21aaf66"
+    labels: {team: voice}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    return [line.removeprefix(f"{path}: ") for line in caught.value.problems]
+
+
+def test_the_issue_example_loads_with_every_documented_key(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, ISSUE_EXAMPLE))
+    account = settings.accounts["hw-prod"]
+    assert settings.listen == "0.0.0.0:9871"
+    assert settings.poll_interval == 30
+    assert account.base_url == "https://metastudio.example.test"
+    assert account.app_user_id == "user-1"
+    assert account.max_rps == 10
+    assert account.auth.ak_env == "CLOUD_SDK_AK"
+    assert settings.jobs[0].labels == {"team": "voice"}
+    assert settings.terminal_poll_interval == 600
+    assert settings.terminal_retention == 86400
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("1d", 86400.0),
+    ],
+)
+def test_durations_accept_seconds_and_prometheus_style_strings(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_environment_overrides_the_file_and_flags_override_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path, ISSUE_EXAMPLE)
+    monkeypatch.setenv("CLOUDJOB_LISTEN", "127.0.0.1:1111")
+    monkeypatch.setenv("CLOUDJOB_POLL_INTERVAL", "2m")
+    settings = load_settings(path)
+    assert settings.listen == "127.0.0.1:1111"
+    assert settings.poll_interval == 120
+    assert load_settings(path, {"listen": "127.0.0.1:2222"}).listen == "127.0.0.1:2222"
+
+
+def test_per_job_poll_interval_overrides_the_global_one(tmp_path: Path) -> None:
+    text = ISSUE_EXAMPLE + "    poll_interval: 5s\n"
+    assert load_settings(_write(tmp_path, text)).jobs[0].poll_interval == 5.0
+
+
+def test_an_unknown_provider_is_named_with_its_key(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path, "accounts:\n  hw:\n    provider: x\n    region: r\n    project_id: p\n"
+    )
+    assert problems == ["accounts.hw.provider: unknown provider 'x' (known: huawei_metastudio)"]
+
+
+def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        """
+bogus: 1
+poll_interval: soon
+listen: nowhere
+accounts:
+  hw:
+    provider: huawei_metastudio
+    project_id: p
+    max_rps: 0
+    auth: {ak_env: A, token_env: T}
+jobs:
+  - account: hw
+    id: j
+    labels: {job_id: x, "bad-name": y}
+""",
+    )
+    assert "bogus: unknown key" in problems
+    assert any(p.startswith("poll_interval: not a duration: 'soon'") for p in problems)
+    assert any(p.startswith("listen: expected HOST:PORT") for p in problems)
+    assert "accounts.hw.region: required key is missing" in problems
+    assert any(p.startswith("accounts.hw.max_rps:") for p in problems)
+    assert any(p.startswith("accounts.hw.auth: set either AK/SK") for p in problems)
+    assert any(p.startswith("jobs[0].labels:") for p in problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_jobs_must_name_a_configured_account_once(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        ISSUE_EXAMPLE + '  - account: nope\n    id: "x"\n'
+        '  - account: hw-prod\n    id: "26f06524-4f75-4b3a-a853-b649a21aaf66"\n',
+    )
+    assert problems == [
+        "jobs[1].account: unknown account 'nope'",
+        "jobs[2].id: job '26f06524-4f75-4b3a-a853-b649a21aaf66' of 'hw-prod' is listed twice",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("listen: [1, 2\n", "invalid YAML (line 2, column 1)"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+    ],
+)
+def test_broken_yaml_is_one_line_with_its_position(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    problems = _problems(tmp_path, text)
+    assert len(problems) == 1
+    assert expected in problems[0]
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_credentials_come_from_default_env_vars_files_or_a_token(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, ISSUE_EXAMPLE))
+    account = settings.accounts["hw-prod"]
+    creds = resolve_credentials("hw-prod", account, {"CLOUD_SDK_AK": "A1", "CLOUD_SDK_SK": "S1"})
+    assert creds.access_key is not None
+    assert creds.access_key.get_secret_value() == "A1"
+    assert "S1" not in repr(creds)
+    problems = check_credentials(settings, {})
+    assert problems == [
+        "accounts.hw-prod.auth.ak_env: environment variable CLOUD_SDK_AK is not set",
+        "accounts.hw-prod.auth.sk_env: environment variable CLOUD_SDK_SK is not set",
+    ]
+    (tmp_path / "ak").write_text("file-ak\n")
+    (tmp_path / "sk").write_text("file-sk\n")
+    files = ISSUE_EXAMPLE.replace(
+        "ak_env: CLOUD_SDK_AK\n      sk_env: CLOUD_SDK_SK",
+        f"ak_file: {tmp_path / 'ak'}\n      sk_file: {tmp_path / 'sk'}",
+    )
+    creds = resolve_credentials(
+        "hw-prod", load_settings(_write(tmp_path, files)).accounts["hw-prod"], {}
+    )
+    assert creds.secret_key is not None
+    assert creds.secret_key.get_secret_value() == "file-sk"
+    token = ISSUE_EXAMPLE.replace(
+        "ak_env: CLOUD_SDK_AK\n      sk_env: CLOUD_SDK_SK", "token_env: HW_TOKEN"
+    )
+    creds = resolve_credentials(
+        "hw-prod", load_settings(_write(tmp_path, token)).accounts["hw-prod"], {"HW_TOKEN": "t"}
+    )
+    assert creds.token is not None
+    assert creds.access_key is None
+
+
+def test_accounts_default_to_the_sdk_environment_variables(tmp_path: Path) -> None:
+    text = "accounts:\n  hw:\n    provider: huawei_metastudio\n    region: r\n    project_id: p\n"
+    account = load_settings(_write(tmp_path, text)).accounts["hw"]
+    creds = resolve_credentials("hw", account, {"CLOUD_SDK_AK": "a", "CLOUD_SDK_SK": "s"})
+    assert creds.access_key is not None
+    assert creds.access_key.get_secret_value() == "a"

@@ -1,0 +1,75 @@
+"""What the poller needs from a cloud, and the HTTP plumbing every cloud shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+from exporter.model import JobSnapshot, NetworkError, PollTimeout, ProviderError, ResponseParseError
+
+# Job answers are a few KB; a body past this is a broken or hostile upstream, not a job.
+MAX_BODY_BYTES = 1 << 20
+
+
+class Provider(Protocol):
+    """One configured account of one cloud.
+
+    `fetch` makes exactly one HTTP request: retries, backoff and rate limits are the poller's.
+    """
+
+    provider: str
+    account: str
+
+    async def fetch(self, job_id: str) -> JobSnapshot: ...
+
+    def describe(self, job_id: str) -> Mapping[str, str]:
+        """Non-secret facts about where a job is polled, for the landing page and JSON API."""
+        ...
+
+
+async def http_get(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - a per-request deadline handed to aiohttp
+) -> tuple[int, Mapping[str, str], bytes]:
+    """GET with a deadline and a body-size cap; network trouble becomes a ProviderError."""
+    try:
+        async with session.get(
+            url,
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as response:
+            length = response.content_length
+            if length is not None and length > MAX_BODY_BYTES:
+                raise ResponseParseError(
+                    f"response of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
+                    status=str(response.status),
+                )
+            body = await response.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                raise ResponseParseError(
+                    f"response is over the {MAX_BODY_BYTES}-byte cap", status=str(response.status)
+                )
+            return response.status, response.headers, body
+    except TimeoutError:
+        raise PollTimeout(f"no answer within {timeout:g}s", status="timeout") from None
+    except ProviderError:
+        raise
+    except aiohttp.ClientError as exc:
+        raise NetworkError(f"{type(exc).__name__}: {exc}", status="connection") from None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` in seconds; the HTTP-date form is rare from API gateways and ignored."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,389 @@
+"""The MetaStudio provider: response parsing, state mapping, error mapping, request signing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from exporter.config import HuaweiAccount, HuaweiCredentials
+from exporter.model import (
+    AuthError,
+    NetworkError,
+    NotFoundError,
+    Phase,
+    PollTimeout,
+    ResponseParseError,
+    ThrottledError,
+    UpstreamError,
+)
+from exporter.providers.huawei_metastudio import HuaweiMetaStudio, parse_short_job
+from exporter.signing import huawei
+from exporter.states import HUAWEI_STATES, phase_by_rule, phase_of
+
+JOB = "26f06524-4f75-4b3a-a853-b649a21aaf66"
+PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+DOCUMENTED_BODY: dict[str, Any] = {
+    "job_type": "VOICE_ASSESS",
+    "job_id": JOB,
+    "state": "SUCCEED",
+    "create_time": 1763510400,
+    "lastupdate_time": 1763514000,
+    "assess_result": {
+        "speed": {
+            "expected": "[3.5, 5.5]",
+            "actual": "4.2",
+            "suggestion": "语速适中",
+            "suggestion_en": "Speaking rate is fine.",
+            "status": 0,
+        },
+        "sound": {"expected": "45~75", "actual": "80dB", "status": 1},
+        "snr": {"expected": ">=25", "actual": "18.5dB", "status": -1},
+        "reverb": {"expected": "<=0.6", "actual": "0.3", "status": 0},
+        "dnsmos_ovrl": {"expected": ">=3.0", "actual": "N/A", "status": 0},
+        "dnsmos_bak": {"expected": "somewhere", "actual": "3.9", "status": 0},
+        "suggestion": "整体良好",
+    },
+}
+
+
+def test_every_documented_state_has_a_phase_and_the_issue_examples_hold() -> None:
+    assert len(HUAWEI_STATES) == 14
+    assert phase_of("huawei_metastudio", "AUDIT_FAILED") == (Phase.FAILED, True)
+    assert phase_of("huawei_metastudio", "SPLIT_FAILED") == (Phase.FAILED, True)
+    for pending in ("CREATING", "WAITING_SPLIT", "WAITING"):
+        assert phase_of("huawei_metastudio", pending) == (Phase.PENDING, True)
+    assert phase_of("huawei_metastudio", "SUCCEED") == (Phase.SUCCEEDED, True)
+    assert phase_of("huawei_metastudio", "PROCESSING") == (Phase.RUNNING, True)
+
+
+@pytest.mark.parametrize(
+    ("state", "phase"),
+    [
+        ("USER_RESULT_REVIEW", Phase.RUNNING),
+        ("USER_REVIEW_REJECT", Phase.FAILED),
+        ("CANCELLED", Phase.CANCELLED),
+        ("QUEUED", Phase.PENDING),
+        ("ARCHIVED", Phase.UNKNOWN),
+        ("COMPLETED", Phase.SUCCEEDED),
+    ],
+)
+def test_undocumented_states_map_by_the_documented_rule(state: str, phase: Phase) -> None:
+    assert phase_by_rule(state) is phase
+    assert phase_of("huawei_metastudio", state) == (phase, False)
+
+
+def test_the_documented_response_parses_into_a_snapshot() -> None:
+    snap = parse_short_job(orjson.dumps(DOCUMENTED_BODY), JOB)
+    assert (snap.job_id, snap.job_type, snap.state) == (JOB, "VOICE_ASSESS", "SUCCEED")
+    assert snap.phase is Phase.SUCCEEDED
+    assert snap.terminal
+    assert snap.created_at == 1763510400.0
+    assert snap.updated_at == 1763514000.0
+    by_metric = {a.metric: a for a in snap.assessments}
+    assert [a.metric for a in snap.assessments] == [
+        "speed",
+        "sound",
+        "snr",
+        "reverb",
+        "dnsmos_ovrl",
+        "dnsmos_bak",
+    ]
+    assert (
+        by_metric["speed"].actual_value,
+        by_metric["speed"].expected_min,
+        by_metric["speed"].expected_max,
+    ) == (4.2, 3.5, 5.5)
+    assert by_metric["speed"].suggestion == "语速适中"
+    assert by_metric["snr"].status == -1
+    assert by_metric["snr"].actual_value == 18.5
+    assert by_metric["reverb"].expected_min is None
+    assert by_metric["reverb"].expected_max == 0.6
+    assert by_metric["dnsmos_ovrl"].actual_value is None
+    assert snap.suggestion == "整体良好"
+    assert set(snap.parse_errors) == {
+        "assess_result.dnsmos_ovrl.actual",
+        "assess_result.dnsmos_bak.expected",
+    }
+
+
+def test_millisecond_times_are_read_as_milliseconds() -> None:
+    body = {**DOCUMENTED_BODY, "create_time": 1763510400123, "lastupdate_time": 1763514000000}
+    snap = parse_short_job(orjson.dumps(body), JOB)
+    assert snap.created_at == pytest.approx(1763510400.123)
+    assert snap.updated_at == 1763514000.0
+
+
+def test_a_failed_job_carries_its_code_and_reason() -> None:
+    body = {
+        "job_type": "VOICE_ASSESS",
+        "job_id": JOB,
+        "state": "AUDIT_FAILED",
+        "job_failed_code": "MSS.10010001",
+        "job_failed_reason": "background noise",
+    }
+    snap = parse_short_job(orjson.dumps(body), JOB)
+    assert snap.phase is Phase.FAILED
+    assert not snap.terminal
+    assert (snap.failure_code, snap.failure_reason) == ("MSS.10010001", "background noise")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b"[]", b"null", b'{"job_id": "x"}', b'{"state": 3}', b"\xff\xfe"]
+)
+def test_unusable_bodies_are_a_parse_error(body: bytes) -> None:
+    with pytest.raises(ResponseParseError):
+        parse_short_job(body, JOB)
+
+
+def test_bad_fields_are_recorded_and_the_rest_is_kept() -> None:
+    body = {
+        "state": "PROCESSING",
+        "create_time": "yesterday",
+        "lastupdate_time": -5,
+        "assess_result": {"snr": "loud", "speed": {"status": 7, "actual": "4"}},
+    }
+    snap = parse_short_job(orjson.dumps(body), JOB)
+    assert snap.state == "PROCESSING"
+    assert snap.job_id == JOB
+    assert snap.job_type == "unknown"
+    assert snap.created_at is None
+    assert snap.updated_at is None
+    assert set(snap.parse_errors) == {
+        "create_time",
+        "lastupdate_time",
+        "assess_result.snr",
+        "assess_result.speed.status",
+    }
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+
+
+def _account(endpoint: str, **extra: Any) -> HuaweiAccount:
+    return HuaweiAccount(
+        provider="huawei_metastudio",
+        region="cn-north-4",
+        project_id=PROJECT,
+        endpoint=endpoint,
+        **extra,
+    )
+
+
+AKSK = HuaweiCredentials(access_key=SecretStr("ak-1"), secret_key=SecretStr("sk-1"))
+
+
+async def _serve(
+    aiohttp_server: ServerFactory, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> TestServer:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return await aiohttp_server(app)
+
+
+async def test_requests_are_signed_with_project_and_app_user_headers(
+    aiohttp_server: ServerFactory,
+) -> None:
+    seen: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        auth = huawei.parse_authorization(request.headers["Authorization"])
+        assert auth is not None
+        assert auth.access_key == "ak-1"
+        when = huawei.parse_date(request.headers["X-Sdk-Date"])
+        assert when is not None
+        ok = huawei.verify(
+            method=request.method,
+            path=request.raw_path,
+            query=[],
+            headers=request.headers,
+            body=b"",
+            secret_key="sk-1",
+            auth=auth,
+            when=when,
+        )
+        return web.json_response(
+            DOCUMENTED_BODY if ok else {"error_code": "APIGW.0301"}, status=200 if ok else 401
+        )
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account(str(server.make_url("/")), app_user_id="user-7"),
+            credentials=AKSK,
+            session=session,
+            timeout=5,
+            now=lambda: datetime.now(UTC),
+        )
+        snap = await provider.fetch(JOB)
+    assert snap.state == "SUCCEED"
+    request = seen[0]
+    assert request.path == f"/v1/{PROJECT}/voice-training-manage/user/short-jobs/{JOB}"
+    assert request.headers["X-Project-Id"] == PROJECT
+    assert request.headers["X-App-UserId"] == "user-7"
+    assert "host" in request.headers["Authorization"].split("SignedHeaders=")[1]
+    assert "X-Auth-Token" not in request.headers
+
+
+async def test_token_auth_sends_x_auth_token_and_does_not_sign(
+    aiohttp_server: ServerFactory,
+) -> None:
+    seen: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.json_response(DOCUMENTED_BODY)
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account(str(server.make_url("/"))),
+            credentials=HuaweiCredentials(token=SecretStr("tok-123")),
+            session=session,
+            timeout=5,
+        )
+        await provider.fetch(JOB)
+    assert seen[0].headers["X-Auth-Token"] == "tok-123"
+    assert "Authorization" not in seen[0].headers
+    assert "X-Project-Id" not in seen[0].headers
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error", "code"),
+    [
+        (
+            401,
+            {"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication"},
+            {},
+            AuthError,
+            "APIGW.0301",
+        ),
+        (403, {"error_code": "APIGW.0302", "error_msg": "forbidden"}, {}, AuthError, "APIGW.0302"),
+        (
+            429,
+            {"error_code": "APIGW.0308", "error_msg": "throttled"},
+            {"Retry-After": "7"},
+            ThrottledError,
+            "APIGW.0308",
+        ),
+        (
+            400,
+            {"error_code": "APIGW.0308", "error_msg": "throttled"},
+            {},
+            ThrottledError,
+            "APIGW.0308",
+        ),
+        (
+            404,
+            {"error_code": "MSS.00000003", "error_msg": "no such job"},
+            {},
+            NotFoundError,
+            "MSS.00000003",
+        ),
+        (
+            400,
+            {"error_code": "MSS.00000001", "error_msg": "bad parameter"},
+            {},
+            UpstreamError,
+            "MSS.00000001",
+        ),
+        (503, "<html>bad gateway</html>", {}, UpstreamError, None),
+    ],
+)
+async def test_error_answers_become_typed_errors_with_the_cloud_code(
+    aiohttp_server: ServerFactory,
+    status: int,
+    body: Any,
+    headers: dict[str, str],
+    error: type[Exception],
+    code: str | None,
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        if isinstance(body, str):
+            return web.Response(status=status, text=body, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account(str(server.make_url("/"))),
+            credentials=AKSK,
+            session=session,
+            timeout=5,
+        )
+        with pytest.raises(error) as caught:
+            await provider.fetch(JOB)
+    assert caught.value.code == code  # type: ignore[attr-defined]
+    assert caught.value.status == str(status)  # type: ignore[attr-defined]
+    if isinstance(caught.value, ThrottledError) and status == 429:
+        assert caught.value.retry_after == 7.0
+    if isinstance(caught.value, UpstreamError):
+        assert caught.value.retryable is (status >= 500)
+
+
+async def test_a_slow_answer_times_out(aiohttp_server: ServerFactory) -> None:
+    import asyncio
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response(DOCUMENTED_BODY)
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account(str(server.make_url("/"))),
+            credentials=AKSK,
+            session=session,
+            timeout=0.2,
+        )
+        with pytest.raises(PollTimeout):
+            await provider.fetch(JOB)
+
+
+async def test_an_oversized_body_is_refused(aiohttp_server: ServerFactory) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b" " * (2 << 20), content_type="application/json")
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account(str(server.make_url("/"))),
+            credentials=AKSK,
+            session=session,
+            timeout=5,
+        )
+        with pytest.raises(ResponseParseError, match="cap"):
+            await provider.fetch(JOB)
+
+
+async def test_a_closed_port_is_a_network_error() -> None:
+    async with aiohttp.ClientSession() as session:
+        provider = HuaweiMetaStudio(
+            account="hw",
+            config=_account("http://127.0.0.1:9"),
+            credentials=AKSK,
+            session=session,
+            timeout=5,
+        )
+        with pytest.raises(NetworkError):
+            await provider.fetch(JOB)
+
+
+def test_the_default_endpoint_follows_the_region() -> None:
+    account = HuaweiAccount(provider="huawei_metastudio", region="ap-southeast-1", project_id="p")
+    assert account.base_url == "https://metastudio.ap-southeast-1.myhuaweicloud.com"

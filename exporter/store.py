@@ -1,0 +1,195 @@
+"""The latest snapshot and counters of every tracked job: the exporter's only shared mutable state.
+
+Written by the poller, read by the collector and the JSON API, all on the event loop, so no locks:
+`view()` hands out an immutable copy, and a scrape renders from that copy while polling goes on.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from exporter.model import JobSnapshot, Phase, ProviderError
+
+# API latency buckets: gateways answer in tens of ms; a slow cloud takes seconds; timeouts at 10 s.
+DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class JobKey:
+    account: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    reason: str
+    message: str
+    code: str | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """Everything known about one job, as of one moment."""
+
+    key: JobKey
+    provider: str
+    labels: tuple[tuple[str, str], ...] = ()
+    snapshot: JobSnapshot | None = None
+    failures: int = 0
+    polls: int = 0
+    last_poll_success: bool | None = None
+    last_poll_at: float | None = None
+    last_success_at: float | None = None
+    last_error: PollError | None = None
+    terminal_since: float | None = None
+    first_seen_at: float | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return self.snapshot.phase if self.snapshot else Phase.UNKNOWN
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Per-bucket (not cumulative) counts; the collector accumulates when it renders."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        self.total += value
+
+    def copy(self) -> Histogram:
+        return Histogram(list(self.counts), self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    jobs: tuple[JobState, ...]
+    api_requests: Mapping[tuple[str, str, str], int]
+    api_durations: Mapping[tuple[str, str], Histogram]
+    parse_errors: Mapping[tuple[str, str], int]
+    poll_errors: Mapping[tuple[str, str, str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What a recorded poll changed, so the poller can log state changes once, not every poll."""
+
+    before: JobState | None
+    after: JobState
+
+    @property
+    def entered_failed(self) -> bool:
+        return self.after.phase is Phase.FAILED and (
+            self.before is None or self.before.phase is not Phase.FAILED
+        )
+
+    @property
+    def recovered(self) -> bool:
+        return (
+            self.before is not None
+            and self.before.last_poll_success is False
+            and bool(self.after.last_poll_success)
+        )
+
+    @property
+    def started_failing(self) -> bool:
+        return self.after.last_poll_success is False and (
+            self.before is None or self.before.last_poll_success is not False
+        )
+
+
+class Store:
+    def __init__(self) -> None:
+        self._jobs: dict[JobKey, JobState] = {}
+        self._api_requests: dict[tuple[str, str, str], int] = {}
+        self._api_durations: dict[tuple[str, str], Histogram] = {}
+        self._parse_errors: dict[tuple[str, str], int] = {}
+        self._poll_errors: dict[tuple[str, str, str], int] = {}
+
+    def track(self, key: JobKey, provider: str, labels: Mapping[str, str]) -> None:
+        """Start (or keep) tracking a job; changed static labels take effect at once."""
+        frozen_labels = tuple(sorted(labels.items()))
+        current = self._jobs.get(key)
+        if current is None:
+            self._jobs[key] = JobState(key=key, provider=provider, labels=frozen_labels)
+        elif current.labels != frozen_labels or current.provider != provider:
+            self._jobs[key] = replace(current, labels=frozen_labels, provider=provider)
+
+    def forget(self, key: JobKey) -> None:
+        self._jobs.pop(key, None)
+
+    def get(self, key: JobKey) -> JobState | None:
+        return self._jobs.get(key)
+
+    def keys(self) -> list[JobKey]:
+        return list(self._jobs)
+
+    def record_success(self, key: JobKey, snapshot: JobSnapshot, at: float) -> Transition | None:
+        before = self._jobs.get(key)
+        if before is None:  # forgotten while the poll was in flight
+            return None
+        entered_failed = snapshot.phase is Phase.FAILED and before.phase is not Phase.FAILED
+        if snapshot.terminal:
+            terminal_since = before.terminal_since if before.terminal_since is not None else at
+        else:
+            terminal_since = None
+        after = replace(
+            before,
+            snapshot=snapshot,
+            failures=before.failures + (1 if entered_failed else 0),
+            polls=before.polls + 1,
+            last_poll_success=True,
+            last_poll_at=at,
+            last_success_at=at,
+            last_error=None,
+            terminal_since=terminal_since,
+            first_seen_at=before.first_seen_at if before.first_seen_at is not None else at,
+        )
+        self._jobs[key] = after
+        for name in snapshot.parse_errors:
+            bucket = (before.provider, name)
+            self._parse_errors[bucket] = self._parse_errors.get(bucket, 0) + 1
+        return Transition(before if before.polls else None, after)
+
+    def record_failure(self, key: JobKey, error: ProviderError, at: float) -> Transition | None:
+        """Keep the last good snapshot: a failed poll says nothing new about the job itself."""
+        before = self._jobs.get(key)
+        if before is None:
+            return None
+        after = replace(
+            before,
+            polls=before.polls + 1,
+            last_poll_success=False,
+            last_poll_at=at,
+            last_error=PollError(error.reason, str(error), error.code, error.status),
+        )
+        self._jobs[key] = after
+        bucket = (key.account, before.provider, error.reason)
+        self._poll_errors[bucket] = self._poll_errors.get(bucket, 0) + 1
+        if error.reason == "parse":
+            parse_bucket = (before.provider, "body")
+            self._parse_errors[parse_bucket] = self._parse_errors.get(parse_bucket, 0) + 1
+        return Transition(before, after)
+
+    def record_request(self, account: str, provider: str, status: str, seconds: float) -> None:
+        key = (account, provider, status)
+        self._api_requests[key] = self._api_requests.get(key, 0) + 1
+        histogram = self._api_durations.get((account, provider))
+        if histogram is None:
+            histogram = self._api_durations[(account, provider)] = Histogram()
+        histogram.observe(seconds)
+
+    def view(self) -> StoreView:
+        return StoreView(
+            jobs=tuple(self._jobs.values()),
+            api_requests=dict(self._api_requests),
+            api_durations={key: h.copy() for key, h in self._api_durations.items()},
+            parse_errors=dict(self._parse_errors),
+            poll_errors=dict(self._poll_errors),
+        )

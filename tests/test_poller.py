@@ -1,0 +1,209 @@
+"""Poller behaviour with a scripted provider and an injected clock: no test here sleeps for real."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Mapping
+
+import pytest
+
+from exporter.config import JobConfig, Settings
+from exporter.model import JobSnapshot, ProviderError, ThrottledError, UpstreamError
+from exporter.poller import Poller
+from exporter.ratelimit import RateLimiter
+from exporter.store import JobKey, Store
+from tests.conftest import snapshot
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class ScriptedProvider:
+    """Answers each fetch with the next scripted outcome (a snapshot or an error to raise)."""
+
+    provider = "huawei_metastudio"
+
+    def __init__(self, account: str, outcomes: list[JobSnapshot | BaseException]) -> None:
+        self.account = account
+        self.outcomes = deque(outcomes)
+        self.calls: list[str] = []
+
+    async def fetch(self, job_id: str) -> JobSnapshot:
+        self.calls.append(job_id)
+        outcome = self.outcomes.popleft() if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def describe(self, job_id: str) -> Mapping[str, str]:
+        return {}
+
+
+def _poller(
+    provider: ScriptedProvider, clock: FakeClock, **settings: object
+) -> tuple[Poller, Store]:
+    store = Store()
+    config = Settings(**settings)  # type: ignore[arg-type]
+    poller = Poller(
+        store,
+        {provider.account: provider},
+        config,
+        wall=clock.time,
+        monotonic=clock.time,
+        sleep=clock.sleep,
+        rng=random.Random(1),
+    )
+    poller.set_jobs([JobConfig(account=provider.account, id="job-1")])
+    return poller, store
+
+
+KEY = JobKey("hw", "job-1")
+
+
+async def test_server_errors_are_retried_with_growing_backoff_then_recorded() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider("hw", [UpstreamError("HTTP 503", status="503")])
+    poller, store = _poller(provider, clock, max_retries=2)
+    await poller.poll_once(KEY)
+    assert len(provider.calls) == 3
+    state = store.get(KEY)
+    assert state is not None
+    assert state.last_poll_success is False
+    assert state.last_error is not None
+    assert state.last_error.status == "503"
+    assert store.view().api_requests == {("hw", "huawei_metastudio", "503"): 3}
+    assert len(clock.slept) == 2
+    assert all(0 <= s <= 1.0 for s in clock.slept)
+
+
+async def test_a_retry_that_succeeds_records_success() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(
+        "hw", [UpstreamError("HTTP 500", status="500"), snapshot("PROCESSING")]
+    )
+    poller, store = _poller(provider, clock)
+    await poller.poll_once(KEY)
+    assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
+    assert store.view().api_requests == {
+        ("hw", "huawei_metastudio", "500"): 1,
+        ("hw", "huawei_metastudio", "200"): 1,
+    }
+
+
+async def test_throttling_waits_at_least_retry_after() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(
+        "hw", [ThrottledError("HTTP 429", retry_after=7.0), snapshot("PROCESSING")]
+    )
+    poller, store = _poller(provider, clock)
+    await poller.poll_once(KEY)
+    assert sum(clock.slept) >= 7.0
+    assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
+
+
+async def test_a_long_retry_after_fails_this_round_and_holds_the_account_back() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(
+        "hw", [ThrottledError("HTTP 429", retry_after=120.0), snapshot("PROCESSING")]
+    )
+    poller, store = _poller(provider, clock)
+    await poller.poll_once(KEY)
+    assert len(provider.calls) == 1
+    assert store.get(KEY).last_error.reason == "throttled"  # type: ignore[union-attr]
+    before = clock.now
+    await poller.poll_once(KEY)  # the account's limiter waits out the Retry-After first
+    assert clock.now - before >= 119.0
+    assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
+
+
+async def test_client_errors_are_not_retried() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider("hw", [UpstreamError("HTTP 400", status="400")])
+    poller, _ = _poller(provider, clock)
+    await poller.poll_once(KEY)
+    assert len(provider.calls) == 1
+    assert clock.slept == []
+
+
+async def test_a_crashing_provider_is_recorded_and_contained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider("hw", [RuntimeError("bug")])
+    poller, store = _poller(provider, clock)
+    await poller.poll_once(KEY)
+    state = store.get(KEY)
+    assert state is not None
+    assert state.last_error is not None
+    assert state.last_error.reason == "error"
+    assert "poll_crashed" in caplog.text
+
+
+async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_retention() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
+    poller, _ = _poller(
+        provider, clock, poll_interval=10, terminal_poll_interval=600, terminal_retention=3600
+    )
+    assert poller._interval(KEY) == 10
+    await poller.poll_once(KEY)
+    assert poller._interval(KEY) == 600
+    assert not poller._expired(KEY)
+    clock.now += 3600
+    assert poller._expired(KEY)
+
+
+async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
+    store = Store()
+    provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
+    config = Settings(poll_interval=0.05, terminal_poll_interval=0.05, terminal_retention=0.2)
+    poller = Poller(store, {"hw": provider}, config)
+    poller.set_jobs([JobConfig(account="hw", id="job-1"), JobConfig(account="hw", id="job-2")])
+    task = asyncio.create_task(poller.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not store.keys():
+                break
+        assert store.keys() == []
+        assert len(provider.calls) >= 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_set_jobs_drops_removed_jobs_and_keeps_others() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider("hw", [snapshot("PROCESSING")])
+    poller, store = _poller(provider, clock)
+    poller.set_jobs([JobConfig(account="hw", id="job-2", labels={"team": "a"})])
+    assert store.keys() == [JobKey("hw", "job-2")]
+    assert store.get(JobKey("hw", "job-2")).labels == (("team", "a"),)  # type: ignore[union-attr]
+
+
+async def test_the_rate_limiter_spaces_requests_at_max_rps() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, monotonic=clock.time, sleep=clock.sleep)
+    start = clock.now
+    for _ in range(7):
+        await limiter.acquire()
+    # A burst of 2, then one every 0.5 s.
+    assert clock.now - start == pytest.approx(2.5)
+
+
+def test_provider_error_defaults() -> None:
+    assert ProviderError("x").reason == "error"
+    assert UpstreamError("x", status="502").retryable
+    assert not UpstreamError("x", status="400").retryable

@@ -1,0 +1,134 @@
+"""Command line: flags -> settings -> logging -> the app. A bad config exits 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.app import create_app
+from exporter.config import ConfigError, Settings, check_credentials, load_settings
+from exporter.logs import setup_logging
+
+log = logging.getLogger("exporter")
+PROG = "cloudjob-exporter"
+# The demo should move within seconds, not minutes; a config file may still set these.
+DEMO_DEFAULTS = {"poll_interval": 5.0, "terminal_poll_interval": 15.0}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Prometheus exporter for asynchronous cloud jobs."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("CLOUDJOB_CONFIG") or None,
+        metavar="FILE",
+        help="YAML config file (env CLOUDJOB_CONFIG)",
+    )
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9871)"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also poll built-in simulated clouds; needs no credentials",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config, print every problem, exit"
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], type=str.lower
+    )
+    parser.add_argument("--log-format", choices=["text", "json"], type=str.lower)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser.parse_args(argv)
+
+
+def _fail(problems: Sequence[str]) -> int:
+    for problem in problems:
+        print(f"{PROG}: {problem}", file=sys.stderr)  # noqa: T201 - the CLI's error channel
+    return 2
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - all interfaces by default
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("listen", args.listen),
+            ("log_level", args.log_level),
+            ("log_format", args.log_format),
+        )
+        if value is not None
+    }
+    try:
+        settings = load_settings(
+            args.config, overrides, defaults=DEMO_DEFAULTS if args.demo else None
+        )
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    problems = check_credentials(settings)
+    if problems:
+        prefix = f"{args.config}: " if args.config else ""
+        return _fail([prefix + problem for problem in problems])
+    if args.check_config:
+        print(  # noqa: T201 - the answer the user asked for
+            f"{args.config or 'defaults'}: ok ({len(settings.accounts)} accounts, "
+            f"{len(settings.jobs)} jobs)"
+        )
+        return 0
+    setup_logging(settings.log_level, settings.log_format)
+    return serve(settings, demo=args.demo)
+
+
+def serve(settings: Settings, *, demo: bool) -> int:
+    host, port = _split_listen(settings.listen)
+    if not settings.jobs and not demo:
+        log.warning("no_jobs_configured", extra={"hint": "add jobs to the config, or try --demo"})
+    shown = "localhost" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
+    shown = f"[{shown}]" if ":" in shown else shown
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "listen": settings.listen,
+            "demo": demo,
+            "accounts": len(settings.accounts),
+            "jobs": len(settings.jobs),
+        },
+    )
+    try:
+        web.run_app(
+            create_app(settings, demo=demo),
+            host=host,
+            port=port,
+            shutdown_timeout=3.0,
+            access_log=logging.getLogger("aiohttp.access"),
+            print=lambda _: print(  # noqa: T201 - tells the user where to look
+                f"{PROG} {__version__}: serving metrics on http://{shown}:{port}/metrics",
+                flush=True,
+            ),
+        )
+    except OSError as exc:
+        return _fail([f"cannot listen on {settings.listen}: {exc.strerror or exc}"])
+    except ConfigError as exc:
+        return _fail(exc.problems)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

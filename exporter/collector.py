@@ -1,0 +1,237 @@
+"""Store view -> Prometheus metric families, rebuilt on every scrape (STYLE rule 3).
+
+Nothing here is a long-lived labelled gauge, so a job the store forgot vanishes from the next
+scrape by construction. Values are as of the job's last poll (see
+`cloudjob_job_last_poll_timestamp_seconds`); no sample carries a timestamp.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from itertools import accumulate
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.model import Phase
+from exporter.states import DOCUMENTED_STATES
+from exporter.store import DURATION_BUCKETS, JobState, StoreView
+
+PHASES = tuple(phase.value for phase in Phase)
+_POLLED = " As of the job's last successful poll; the exporter polls in the background."
+
+Labels = dict[str, str]
+
+
+def _family(name: str, help_text: str, kind: str = "gauge") -> Metric:
+    return Metric(name, help_text, kind)
+
+
+def _job_labels(job: JobState) -> Labels:
+    labels = dict(job.labels)
+    labels.update(account=job.key.account, provider=job.provider, job_id=job.key.job_id)
+    return labels
+
+
+def _num(text: float) -> str:
+    return repr(float(text)) if text != float("inf") else "+Inf"
+
+
+class JobCollector(Collector):
+    def __init__(self, view: Callable[[], StoreView], wall: Callable[[], float]) -> None:
+        self._view = view
+        self._wall = wall
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        now = self._wall()
+        yield from self._job_families(view, now)
+        yield from self._exporter_families(view)
+
+    def _job_families(self, view: StoreView, now: float) -> Iterator[Metric]:
+        info = _family(
+            "cloudjob_job", "Static facts about a tracked job; always 1." + _POLLED, "info"
+        )
+        state = _family(
+            "cloudjob_job_state",
+            "Provider-specific job state: 1 for the current state, 0 for every other documented "
+            "state (a StateSet)." + _POLLED,
+        )
+        phase = _family(
+            "cloudjob_job_phase",
+            "Normalized job phase (pending, running, succeeded, failed, cancelled, unknown): 1 "
+            "for the current phase, 0 for the others." + _POLLED,
+        )
+        created = _family(
+            "cloudjob_job_created_timestamp_seconds", "When the cloud created the job, Unix time."
+        )
+        updated = _family(
+            "cloudjob_job_updated_timestamp_seconds",
+            "When the job's state last changed according to the cloud, Unix time." + _POLLED,
+        )
+        age = _family(
+            "cloudjob_job_age_seconds", "Seconds since the job was created, computed at scrape."
+        )
+        failures = _family(
+            "cloudjob_job_failures",
+            "Entries into the failed phase the exporter has observed (a job first seen failed "
+            "counts once; leaving and re-entering counts again).",
+            "counter",
+        )
+        failure_info = _family(
+            "cloudjob_job_failure",
+            "The cloud's failure code while the job is failed; the reason text is in /api/v1/jobs.",
+            "info",
+        )
+        actual = _family(
+            "cloudjob_job_assessment_actual",
+            "Measured value of an assessment metric (unit as the cloud reports it)." + _POLLED,
+        )
+        status = _family(
+            "cloudjob_job_assessment_status",
+            "Whether an assessment metric is in its expected range: -1 below, 0 within, 1 above."
+            + _POLLED,
+        )
+        expected_min = _family(
+            "cloudjob_job_assessment_expected_min", "Lower bound of an assessment metric's range."
+        )
+        expected_max = _family(
+            "cloudjob_job_assessment_expected_max", "Upper bound of an assessment metric's range."
+        )
+        poll_ok = _family(
+            "cloudjob_job_last_poll_success",
+            "1 if the job's last poll succeeded, 0 if it failed (the last good values are kept).",
+        )
+        poll_at = _family(
+            "cloudjob_job_last_poll_timestamp_seconds",
+            "When the job was last polled, successfully or not, Unix time: the freshness of its "
+            "series.",
+        )
+        phase_counts: dict[tuple[str, str, str], int] = {}
+        for job in view.jobs:
+            labels = _job_labels(job)
+            key = (job.key.account, job.provider)
+            phase_counts[(*key, job.phase.value)] = phase_counts.get((*key, job.phase.value), 0) + 1
+            if job.last_poll_success is not None:
+                poll_ok.add_sample(poll_ok.name, labels, 1.0 if job.last_poll_success else 0.0)
+            if job.last_poll_at is not None:
+                poll_at.add_sample(poll_at.name, labels, job.last_poll_at)
+            failures.add_sample("cloudjob_job_failures_total", labels, float(job.failures))
+            snapshot = job.snapshot
+            if snapshot is None:
+                continue
+            info.add_sample("cloudjob_job_info", {**labels, "job_type": snapshot.job_type}, 1.0)
+            states = DOCUMENTED_STATES.get(job.provider, {})
+            for name in states:
+                state.add_sample(
+                    state.name, {**labels, "state": name}, float(name == snapshot.state)
+                )
+            if snapshot.state not in states:
+                state.add_sample(state.name, {**labels, "state": snapshot.state}, 1.0)
+            for name in PHASES:
+                phase.add_sample(
+                    phase.name, {**labels, "phase": name}, float(name == snapshot.phase)
+                )
+            if snapshot.created_at is not None:
+                created.add_sample(created.name, labels, snapshot.created_at)
+                age.add_sample(age.name, labels, max(0.0, now - snapshot.created_at))
+            if snapshot.updated_at is not None:
+                updated.add_sample(updated.name, labels, snapshot.updated_at)
+            if snapshot.phase is Phase.FAILED:
+                code = snapshot.failure_code or ""
+                failure_info.add_sample("cloudjob_job_failure_info", {**labels, "code": code}, 1.0)
+            for item in snapshot.assessments:
+                metric_labels = {**labels, "metric": item.metric}
+                if item.actual_value is not None:
+                    actual.add_sample(actual.name, metric_labels, item.actual_value)
+                if item.status is not None:
+                    status.add_sample(status.name, metric_labels, float(item.status))
+                if item.expected_min is not None:
+                    expected_min.add_sample(expected_min.name, metric_labels, item.expected_min)
+                if item.expected_max is not None:
+                    expected_max.add_sample(expected_max.name, metric_labels, item.expected_max)
+        yield from (info, state, phase, created, updated, age, failures, failure_info)
+        yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
+
+        jobs = _family(
+            "cloudjob_jobs",
+            "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
+        )
+        accounts = sorted({(job.key.account, job.provider) for job in view.jobs})
+        for account, provider in accounts:
+            for name in PHASES:
+                jobs.add_sample(
+                    jobs.name,
+                    {"account": account, "provider": provider, "phase": name},
+                    float(phase_counts.get((account, provider, name), 0)),
+                )
+        yield jobs
+
+    def _exporter_families(self, view: StoreView) -> Iterator[Metric]:
+        build = _family("cloudjob_exporter_build", "The exporter's version; always 1.", "info")
+        build.add_sample(
+            "cloudjob_exporter_build_info",
+            {"version": __version__, "python_version": platform.python_version()},
+            1.0,
+        )
+        yield build
+
+        requests = _family(
+            "cloudjob_api_requests",
+            "Requests made to cloud APIs, by HTTP status (or timeout, connection, error).",
+            "counter",
+        )
+        for (account, provider, code), count in sorted(view.api_requests.items()):
+            requests.add_sample(
+                "cloudjob_api_requests_total",
+                {"account": account, "provider": provider, "status": code},
+                float(count),
+            )
+        yield requests
+
+        durations = _family(
+            "cloudjob_api_request_duration_seconds",
+            "Latency of requests to cloud APIs, including failed ones.",
+            "histogram",
+        )
+        bounds = [*map(_num, DURATION_BUCKETS), "+Inf"]
+        for (account, provider), histogram in sorted(view.api_durations.items()):
+            labels = {"account": account, "provider": provider}
+            cumulative = list(accumulate(histogram.counts))
+            for bound, count in zip(bounds, cumulative, strict=True):
+                durations.add_sample(
+                    durations.name + "_bucket", {**labels, "le": bound}, float(count)
+                )
+            durations.add_sample(durations.name + "_count", labels, float(cumulative[-1]))
+            durations.add_sample(durations.name + "_sum", labels, histogram.total)
+        yield durations
+
+        parse_errors = _family(
+            "cloudjob_parse_errors",
+            "Response fields that could not be parsed (per polled response); the field gives no "
+            "sample. field=body: the whole response was unusable.",
+            "counter",
+        )
+        for (provider, field_name), count in sorted(view.parse_errors.items()):
+            parse_errors.add_sample(
+                "cloudjob_parse_errors_total",
+                {"provider": provider, "field": field_name},
+                float(count),
+            )
+        yield parse_errors
+
+        poll_errors = _family(
+            "cloudjob_poll_errors",
+            "Polls that failed after retries, by reason (auth, throttled, upstream, network, "
+            "timeout, parse, not_found, error).",
+            "counter",
+        )
+        for (account, provider, reason), count in sorted(view.poll_errors.items()):
+            poll_errors.add_sample(
+                "cloudjob_poll_errors_total",
+                {"account": account, "provider": provider, "reason": reason},
+                float(count),
+            )
+        yield poll_errors

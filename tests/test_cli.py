@@ -1,0 +1,164 @@
+"""The command line as a user meets it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import promtool_check_metrics
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "accounts:\n  hw:\n    provider: x\n    region: r\n    project_id: p\n"
+        "jobs:\n  - {account: hw, id: j, colour: red}\n"
+    )
+    result = _run("--config", str(path), "--check-config")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert f"cloudjob-exporter: {path}: accounts.hw.provider: unknown provider 'x'" in lines[0]
+    assert any("jobs[0].colour: unknown key" in line for line in lines)
+
+
+def test_check_config_names_missing_credentials_and_passes_when_they_are_set(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "accounts:\n  hw:\n    provider: huawei_metastudio\n    region: r\n    project_id: p\n"
+        "jobs:\n  - {account: hw, id: j}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"CLOUD_SDK_AK", "CLOUD_SDK_SK"}}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "accounts.hw.auth.ak_env: environment variable CLOUD_SDK_AK is not set" in result.stderr
+    result = _run(
+        "--config",
+        str(path),
+        "--check-config",
+        env={"CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk-very-secret"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 accounts, 1 jobs" in result.stdout
+    assert "sk-very-secret" not in result.stdout + result.stderr
+
+
+def test_config_path_comes_from_cloudjob_config_too(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("poll_interval: never\n")
+    result = _run("--check-config", env={"CLOUDJOB_CONFIG": str(path)})
+    assert result.returncode == 2
+    assert "poll_interval: not a duration" in result.stderr
+
+
+def test_a_missing_config_file_is_one_line() -> None:
+    result = _run("--config", "/nonexistent/config.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot read" in result.stderr
+
+
+def test_a_bad_flag_value_is_refused_by_argparse() -> None:
+    result = _run("--log-format", "xml")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm() -> None:
+    port = _free_port()
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--demo",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = b""
+        while time.monotonic() - started < 10:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read()
+                if b'cloudjob_job_state{account="demo-huawei"' in body:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert b'provider="huawei_metastudio"' in body, "no huawei_metastudio series in 10 s"
+        assert b"cloudjob_job_state{" in body
+        promtool_check_metrics(body)
+        process.send_signal(signal.SIGTERM)
+        stop = time.monotonic()
+        stdout, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - stop < 5
+        assert process.returncode == 0, stderr
+        assert f"http://127.0.0.1:{port}/metrics" in stdout
+        events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert any(e["event"] == "demo_started" for e in events)
+        assert "Traceback" not in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_busy_port_is_a_clean_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = _run("--demo", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help(flag: str) -> None:
+    result = _run(flag)
+    assert result.returncode == 0
+    assert "cloudjob-exporter" in result.stdout

@@ -1,0 +1,233 @@
+"""Store bookkeeping and the exposition the collector renders from it."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from exporter.collector import JobCollector
+from exporter.model import Assessment, NotFoundError, UpstreamError
+from exporter.store import JobKey, Store
+from tests.conftest import promtool_check_metrics, snapshot
+
+KEY = JobKey("hw", "job-1")
+
+
+def _render(store: Store, now: float = 2000.0) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(JobCollector(store.view, lambda: now))
+    return generate_latest(registry)
+
+
+def _samples(exposition: bytes, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    out = {}
+    for line in exposition.decode().splitlines():
+        if line.startswith(name + "{"):
+            labels_text, value = line[len(name) + 1 :].rsplit("} ", 1)
+            pairs = []
+            for part in labels_text.split('",'):
+                key, _, val = part.partition('="')
+                pairs.append((key, val.rstrip('"')))
+            out[frozenset(pairs)] = float(value)
+    return out
+
+
+def test_job_reentering_audit_failed_counts_a_second_failure() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    for state in ("CREATING", "AUDIT_FAILED", "AUDIT_FAILED", "AUDITING", "AUDIT_FAILED"):
+        store.record_success(KEY, snapshot(state), 1000.0)
+    state = store.get(KEY)
+    assert state is not None
+    assert state.failures == 2
+
+
+def test_a_job_first_seen_failed_counts_one_failure() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    transition = store.record_success(KEY, snapshot("FAILED"), 1000.0)
+    assert transition is not None
+    assert transition.entered_failed
+    assert store.get(KEY).failures == 1  # type: ignore[union-attr]
+
+
+def test_a_failed_poll_keeps_the_last_good_snapshot() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    store.record_success(KEY, snapshot("PROCESSING"), 1000.0)
+    store.record_failure(KEY, UpstreamError("HTTP 500", status="500"), 1010.0)
+    state = store.get(KEY)
+    assert state is not None
+    assert state.snapshot is not None
+    assert state.snapshot.state == "PROCESSING"
+    assert state.last_poll_success is False
+    assert state.last_poll_at == 1010.0
+    assert state.last_success_at == 1000.0
+    assert state.last_error is not None
+    assert state.last_error.reason == "upstream"
+
+
+def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {"team": "voice"})
+    store.track(JobKey("hw", "job-2"), "huawei_metastudio", {})
+    store.track(JobKey("hw", "never-polled"), "huawei_metastudio", {})
+    assessments = (
+        Assessment(
+            metric="snr",
+            expected=">=25",
+            actual="18dB",
+            status=-1,
+            actual_value=18.0,
+            expected_min=25.0,
+        ),
+        Assessment(
+            metric="speed",
+            expected="[3.5, 5.5]",
+            actual="4.2",
+            status=0,
+            actual_value=4.2,
+            expected_min=3.5,
+            expected_max=5.5,
+        ),
+    )
+    store.record_success(
+        KEY,
+        snapshot(
+            "AUDIT_FAILED",
+            created_at=1000.0,
+            updated_at=1500.0,
+            failure_code="MSS.10010001",
+            failure_reason="noise",
+            assessments=assessments,
+        ),
+        1600.0,
+    )
+    store.record_success(JobKey("hw", "job-2"), snapshot("USER_RESULT_REVIEW", "job-2"), 1600.0)
+    store.record_failure(JobKey("hw", "never-polled"), NotFoundError("gone", status="404"), 1600.0)
+    store.record_request("hw", "huawei_metastudio", "200", 0.03)
+    store.record_request("hw", "huawei_metastudio", "404", 0.2)
+    text = _render(store)
+    promtool_check_metrics(text)
+
+    job = {
+        ("account", "hw"),
+        ("provider", "huawei_metastudio"),
+        ("job_id", "job-1"),
+        ("team", "voice"),
+    }
+    states = _samples(text, "cloudjob_job_state")
+    mine = {dict(k)["state"]: v for k, v in states.items() if job <= k}
+    assert len(mine) == 14
+    assert mine["AUDIT_FAILED"] == 1.0
+    assert sum(mine.values()) == 1.0
+    other = {dict(k)["state"]: v for k, v in states.items() if ("job_id", "job-2") in k}
+    assert other["USER_RESULT_REVIEW"] == 1.0
+    assert len(other) == 15
+    phases = {
+        dict(k)["phase"]: v for k, v in _samples(text, "cloudjob_job_phase").items() if job <= k
+    }
+    assert phases == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "cancelled": 0,
+        "unknown": 0,
+    }
+    assert _samples(text, "cloudjob_job_info")[frozenset(job | {("job_type", "VOICE_ASSESS")})] == 1
+    assert _samples(text, "cloudjob_job_created_timestamp_seconds")[frozenset(job)] == 1000.0
+    assert _samples(text, "cloudjob_job_updated_timestamp_seconds")[frozenset(job)] == 1500.0
+    assert _samples(text, "cloudjob_job_age_seconds")[frozenset(job)] == 1000.0
+    assert _samples(text, "cloudjob_job_failures_total")[frozenset(job)] == 1.0
+    assert (
+        _samples(text, "cloudjob_job_failure_info")[frozenset(job | {("code", "MSS.10010001")})]
+        == 1.0
+    )
+    assert (
+        _samples(text, "cloudjob_job_assessment_actual")[frozenset(job | {("metric", "snr")})] == 18
+    )
+    assert (
+        _samples(text, "cloudjob_job_assessment_status")[frozenset(job | {("metric", "snr")})] == -1
+    )
+    assert (
+        _samples(text, "cloudjob_job_assessment_expected_min")[
+            frozenset(job | {("metric", "speed")})
+        ]
+        == 3.5
+    )
+    assert (
+        _samples(text, "cloudjob_job_assessment_expected_max")[
+            frozenset(job | {("metric", "speed")})
+        ]
+        == 5.5
+    )
+    assert frozenset(job | {("metric", "snr")}) not in _samples(
+        text, "cloudjob_job_assessment_expected_max"
+    )
+    assert _samples(text, "cloudjob_job_last_poll_success")[frozenset(job)] == 1.0
+    assert _samples(text, "cloudjob_job_last_poll_timestamp_seconds")[frozenset(job)] == 1600.0
+    never = frozenset(
+        {("account", "hw"), ("provider", "huawei_metastudio"), ("job_id", "never-polled")}
+    )
+    assert _samples(text, "cloudjob_job_last_poll_success")[never] == 0.0
+    jobs = _samples(text, "cloudjob_jobs")
+    by_phase = {dict(k)["phase"]: v for k, v in jobs.items()}
+    assert by_phase["failed"] == 1
+    assert by_phase["running"] == 1
+    assert by_phase["unknown"] == 1
+    requests = _samples(text, "cloudjob_api_requests_total")
+    assert (
+        requests[
+            frozenset({("account", "hw"), ("provider", "huawei_metastudio"), ("status", "404")})
+        ]
+        == 1
+    )
+    assert b'cloudjob_api_request_duration_seconds_bucket{account="hw",le="0.05",' in text
+    assert b"cloudjob_api_request_duration_seconds_count" in text
+    assert b"cloudjob_exporter_build_info{" in text
+    assert (
+        b'cloudjob_poll_errors_total{account="hw",provider="huawei_metastudio",'
+        b'reason="not_found"} 1.0' in text
+    )
+    # No sample carries a timestamp: values are as of the last poll, said in HELP instead.
+    for line in text.decode().splitlines():
+        if not line.startswith("#"):
+            assert len(line.rsplit("} ", 1)[-1].split()) == 1, line
+
+
+def test_a_forgotten_job_vanishes_from_the_next_scrape() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    store.record_success(KEY, snapshot("PROCESSING"), 1000.0)
+    assert b'job_id="job-1"' in _render(store)
+    store.forget(KEY)
+    assert b'job_id="job-1"' not in _render(store)
+
+
+def test_the_openmetrics_rendering_parses() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    store.record_success(KEY, snapshot("FAILED", failure_code="E1"), 1000.0)
+    store.record_request("hw", "huawei_metastudio", "200", 0.03)
+    registry = CollectorRegistry()
+    registry.register(JobCollector(store.view, lambda: 2000.0))
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_openmetrics(registry).decode())
+    }
+    assert families["cloudjob_job_failures"].type == "counter"
+    assert families["cloudjob_job_failure"].type == "info"
+    assert families["cloudjob_api_request_duration_seconds"].type == "histogram"
+
+
+def test_unparseable_fields_are_counted_per_provider_and_field() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    store.record_success(KEY, snapshot("SUCCEED", parse_errors=("assess_result.snr.actual",)), 1.0)
+    store.record_success(KEY, snapshot("SUCCEED", parse_errors=("assess_result.snr.actual",)), 2.0)
+    text = _render(store)
+    assert (
+        b'cloudjob_parse_errors_total{field="assess_result.snr.actual",'
+        b'provider="huawei_metastudio"} 2.0'
+    ) in text

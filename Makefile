@@ -1,0 +1,44 @@
+# The one entry point. `make run` (or `make demo`) starts the exporter on its simulated clouds;
+# `make test` installs what the tests need and runs lint, types and the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+LISTEN ?= 127.0.0.1:9871
+
+.PHONY: run demo test lint typecheck pytest system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run demo: $(STAMP)
+	$(BIN)/python -m exporter --demo --listen $(LISTEN) $(ARGS)
+
+# promtool (package prometheus) and Alertmanager come from Debian; install them when missing.
+system-deps:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then \
+		echo "installing prometheus and prometheus-alertmanager from Debian"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff format --check exporter tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy exporter
+
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -q $(ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

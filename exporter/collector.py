@@ -8,7 +8,7 @@ scrape by construction. Values are as of the job's last poll (see
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 
 from prometheus_client.metrics_core import Metric
@@ -27,6 +27,20 @@ Labels = dict[str, str]
 
 def _family(name: str, help_text: str, kind: str = "gauge") -> Metric:
     return Metric(name, help_text, kind)
+
+
+def _counter(
+    name: str,
+    help_text: str,
+    label_names: tuple[str, ...],
+    counts: Iterable[tuple[tuple[str, ...], int]],
+) -> Metric:
+    family = _family(name, help_text, "counter")
+    for values, count in sorted(counts):
+        family.add_sample(
+            name + "_total", dict(zip(label_names, values, strict=True)), float(count)
+        )
+    return family
 
 
 def _job_labels(job: JobState) -> Labels:
@@ -178,18 +192,12 @@ class JobCollector(Collector):
         )
         yield build
 
-        requests = _family(
+        yield _counter(
             "cloudjob_api_requests",
             "Requests made to cloud APIs, by HTTP status (or timeout, connection, error).",
-            "counter",
+            ("account", "provider", "status"),
+            view.api_requests.items(),
         )
-        for (account, provider, code), count in sorted(view.api_requests.items()):
-            requests.add_sample(
-                "cloudjob_api_requests_total",
-                {"account": account, "provider": provider, "status": code},
-                float(count),
-            )
-        yield requests
 
         durations = _family(
             "cloudjob_api_request_duration_seconds",
@@ -208,30 +216,17 @@ class JobCollector(Collector):
             durations.add_sample(durations.name + "_sum", labels, histogram.total)
         yield durations
 
-        parse_errors = _family(
+        yield _counter(
             "cloudjob_parse_errors",
             "Response fields that could not be parsed (per polled response); the field gives no "
             "sample. field=body: the whole response was unusable.",
-            "counter",
+            ("provider", "field"),
+            view.parse_errors.items(),
         )
-        for (provider, field_name), count in sorted(view.parse_errors.items()):
-            parse_errors.add_sample(
-                "cloudjob_parse_errors_total",
-                {"provider": provider, "field": field_name},
-                float(count),
-            )
-        yield parse_errors
-
-        poll_errors = _family(
+        yield _counter(
             "cloudjob_poll_errors",
             "Polls that failed after retries, by reason (auth, throttled, upstream, network, "
             "timeout, parse, not_found, error).",
-            "counter",
+            ("account", "provider", "reason"),
+            view.poll_errors.items(),
         )
-        for (account, provider, reason), count in sorted(view.poll_errors.items()):
-            poll_errors.add_sample(
-                "cloudjob_poll_errors_total",
-                {"account": account, "provider": provider, "reason": reason},
-                float(count),
-            )
-        yield poll_errors

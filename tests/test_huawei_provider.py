@@ -182,6 +182,24 @@ def _account(endpoint: str, **extra: Any) -> HuaweiAccount:
 AKSK = HuaweiCredentials(access_key=SecretStr("ak-1"), secret_key=SecretStr("sk-1"))
 
 
+def _provider(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    *,
+    timeout: float = 5,
+    credentials: HuaweiCredentials = AKSK,
+    **account: Any,
+) -> HuaweiMetaStudio:
+    return HuaweiMetaStudio(
+        account="hw",
+        config=_account(endpoint, **account),
+        credentials=credentials,
+        session=session,
+        timeout=timeout,
+        now=lambda: datetime.now(UTC),
+    )
+
+
 async def _serve(
     aiohttp_server: ServerFactory, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> TestServer:
@@ -218,14 +236,7 @@ async def test_requests_are_signed_with_project_and_app_user_headers(
 
     server = await _serve(aiohttp_server, handler)
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account(str(server.make_url("/")), app_user_id="user-7"),
-            credentials=AKSK,
-            session=session,
-            timeout=5,
-            now=lambda: datetime.now(UTC),
-        )
+        provider = _provider(session, str(server.make_url("/")), app_user_id="user-7")
         snap = await provider.fetch(JOB)
     assert snap.state == "SUCCEED"
     request = seen[0]
@@ -247,13 +258,8 @@ async def test_token_auth_sends_x_auth_token_and_does_not_sign(
 
     server = await _serve(aiohttp_server, handler)
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account(str(server.make_url("/"))),
-            credentials=HuaweiCredentials(token=SecretStr("tok-123")),
-            session=session,
-            timeout=5,
-        )
+        token = HuaweiCredentials(token=SecretStr("tok-123"))
+        provider = _provider(session, str(server.make_url("/")), credentials=token)
         await provider.fetch(JOB)
     assert seen[0].headers["X-Auth-Token"] == "tok-123"
     assert "Authorization" not in seen[0].headers
@@ -317,13 +323,7 @@ async def test_error_answers_become_typed_errors_with_the_cloud_code(
 
     server = await _serve(aiohttp_server, handler)
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account(str(server.make_url("/"))),
-            credentials=AKSK,
-            session=session,
-            timeout=5,
-        )
+        provider = _provider(session, str(server.make_url("/")))
         with pytest.raises(error) as caught:
             await provider.fetch(JOB)
     assert caught.value.code == code  # type: ignore[attr-defined]
@@ -343,13 +343,7 @@ async def test_a_slow_answer_times_out(aiohttp_server: ServerFactory) -> None:
 
     server = await _serve(aiohttp_server, handler)
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account(str(server.make_url("/"))),
-            credentials=AKSK,
-            session=session,
-            timeout=0.2,
-        )
+        provider = _provider(session, str(server.make_url("/")), timeout=0.2)
         with pytest.raises(PollTimeout):
             await provider.fetch(JOB)
 
@@ -360,26 +354,14 @@ async def test_an_oversized_body_is_refused(aiohttp_server: ServerFactory) -> No
 
     server = await _serve(aiohttp_server, handler)
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account(str(server.make_url("/"))),
-            credentials=AKSK,
-            session=session,
-            timeout=5,
-        )
+        provider = _provider(session, str(server.make_url("/")))
         with pytest.raises(ResponseParseError, match="cap"):
             await provider.fetch(JOB)
 
 
 async def test_a_closed_port_is_a_network_error() -> None:
     async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=_account("http://127.0.0.1:9"),
-            credentials=AKSK,
-            session=session,
-            timeout=5,
-        )
+        provider = _provider(session, "http://127.0.0.1:9")
         with pytest.raises(NetworkError):
             await provider.fetch(JOB)
 

@@ -7,6 +7,7 @@ from exporter.simulator.metastudio import (
     DEMO_SECRET_KEY,
     SIMULATOR_KEY,
     MetaStudioSimulator,
+    Simulator,
     demo_simulator,
     start_simulator,
 )
@@ -18,6 +19,18 @@ from exporter.simulator.scripts import (
     Script,
     Step,
 )
+from exporter.simulator.tencent_ci import (
+    DEMO_TENCENT_BUCKET,
+    DEMO_TENCENT_JOBS,
+    DEMO_TENCENT_SECRET_ID,
+    DEMO_TENCENT_SECRET_KEY,
+    SEED_SAMPLE_BODY,
+    TENCENT_SIMULATOR_KEY,
+    TencentCISimulator,
+    demo_tencent_simulator,
+    oversized_body,
+    xml_bomb_body,
+)
 
 __all__ = [
     "ALL_SCRIPTS",
@@ -25,13 +38,24 @@ __all__ = [
     "DEMO_JOBS",
     "DEMO_PROJECT_ID",
     "DEMO_SECRET_KEY",
+    "DEMO_TENCENT_BUCKET",
+    "DEMO_TENCENT_JOBS",
+    "DEMO_TENCENT_SECRET_ID",
+    "DEMO_TENCENT_SECRET_KEY",
+    "SEED_SAMPLE_BODY",
     "SIMULATOR_KEY",
+    "TENCENT_SIMULATOR_KEY",
     "AssessProperty",
     "AssessResult",
     "Failure",
     "MetaStudioSimulator",
     "Script",
+    "Simulator",
     "Step",
+    "TencentCISimulator",
     "demo_simulator",
+    "demo_tencent_simulator",
+    "oversized_body",
     "start_simulator",
+    "xml_bomb_body",
 ]

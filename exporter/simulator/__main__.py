@@ -1,7 +1,9 @@
-"""`python -m exporter.simulator`: serve a demo MetaStudio for manual poking and benchmarks.
+"""`python -m exporter.simulator`: serve a demo cloud for manual poking and benchmarks.
 
-Credentials default to the published demo ones; a real-looking secret can come from the
-CLOUDJOB_SIMULATOR_SK environment variable instead of the command line, where `ps` would show it.
+`--cloud huawei` (the default) serves MetaStudio, `--cloud tencent` serves Tencent CI.
+Credentials default to the published demo ones; a real-looking secret (Huawei SK or Tencent
+SecretKey) can come from the CLOUDJOB_SIMULATOR_SK environment variable instead of the command
+line, where `ps` would show it.
 """
 
 from __future__ import annotations
@@ -20,24 +22,47 @@ from exporter.simulator.metastudio import (
     DEMO_SECRET_KEY,
     demo_simulator,
 )
+from exporter.simulator.tencent_ci import (
+    DEMO_TENCENT_BUCKET,
+    DEMO_TENCENT_JOBS,
+    DEMO_TENCENT_SECRET_ID,
+    DEMO_TENCENT_SECRET_KEY,
+    demo_tencent_simulator,
+)
 
 logger = logging.getLogger("exporter.simulator")
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m exporter.simulator", description="Serve a fake Huawei MetaStudio."
+        prog="python -m exporter.simulator",
+        description="Serve a fake Huawei MetaStudio or Tencent Cloud CI.",
     )
+    parser.add_argument("--cloud", choices=("huawei", "tencent"), default="huawei")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8180)
-    parser.add_argument("--jobs", type=int, default=len(DEMO_JOBS), help="number of demo jobs")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"number of demo jobs (default: {len(DEMO_JOBS)} Huawei, "
+        f"{len(DEMO_TENCENT_JOBS)} Tencent)",
+    )
     parser.add_argument("--speed", type=float, default=30.0, help="simulated seconds per second")
     parser.add_argument("--project-id", default=DEMO_PROJECT_ID)
     parser.add_argument("--access-key", default=DEMO_ACCESS_KEY)
     parser.add_argument(
-        "--token", action="append", default=[], help="accepted X-Auth-Token (repeatable)"
+        "--token",
+        action="append",
+        default=[],
+        help="Huawei: accepted X-Auth-Token (repeatable); Tencent: makes the credential "
+        "temporary, requiring this x-ci-security-token (the last one given)",
     )
+    parser.add_argument("--bucket", default=DEMO_TENCENT_BUCKET, help="Tencent: BucketName-APPID")
+    parser.add_argument("--secret-id", default=DEMO_TENCENT_SECRET_ID, help="Tencent: SecretId")
     args = parser.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = len(DEMO_TENCENT_JOBS if args.cloud == "tencent" else DEMO_JOBS)
     if args.jobs < 0:
         parser.error("--jobs must not be negative")
     if not args.speed > 0:
@@ -48,6 +73,23 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cloud == "tencent":
+        tencent = demo_tencent_simulator(
+            bucket=args.bucket,
+            secret_id=args.secret_id,
+            secret_key=os.environ.get("CLOUDJOB_SIMULATOR_SK", DEMO_TENCENT_SECRET_KEY),
+            token=args.token[-1] if args.token else None,
+            speed=args.speed,
+            jobs=args.jobs,
+        )
+        logger.info(
+            "simulator_ready cloud=tencent bucket=%s secret_id=%s jobs=%d",
+            args.bucket,
+            args.secret_id,
+            len(tencent.job_ids()),
+        )
+        web.run_app(tencent.app(), host=args.host, port=args.port, print=logger.info)
+        return
     sim = demo_simulator(
         project_id=args.project_id,
         access_key=args.access_key,

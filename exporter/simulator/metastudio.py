@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -416,8 +417,14 @@ def demo_simulator(
     return sim
 
 
+class Simulator(Protocol):
+    """What `start_simulator` serves: any fake cloud (MetaStudio, Tencent CI) with an app."""
+
+    def app(self) -> web.Application: ...
+
+
 async def start_simulator(
-    sim: MetaStudioSimulator, host: str = "127.0.0.1", port: int = 0
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, str]:
     """Serve `sim` on host:port (0: any free port); the caller owns `runner.cleanup()`."""
     runner = web.AppRunner(sim.app())

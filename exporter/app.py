@@ -18,7 +18,8 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.collector import JobCollector
-from exporter.config import JobConfig, Settings
+from exporter.config import Discovery, JobConfig, Settings, TencentAccount
+from exporter.discovery import JobLister, run_discovery
 from exporter.model import Phase
 from exporter.poller import Poller
 from exporter.providers.base import Provider
@@ -33,6 +34,8 @@ PROVIDERS: web.AppKey[dict[str, Provider]] = web.AppKey("providers")
 POLLER = web.AppKey("poller", Poller)
 # Jobs the demo context adds next to the configured ones.
 DEMO_JOBS = web.AppKey("demo_jobs", list[JobConfig])
+# (account, what to look for): job discovery to run next to polling.
+DISCOVERIES = web.AppKey("discoveries", list[tuple[str, Discovery]])
 # Responses under this are sent as they are: gzip would cost more than it saves.
 _GZIP_MIN_BYTES = 1024
 
@@ -72,6 +75,11 @@ def create_app(
                 else build_providers(settings, session, environ)
             )
             app[PROVIDERS] = built
+            app[DISCOVERIES] = [
+                (name, account.discover)
+                for name, account in settings.accounts.items()
+                if isinstance(account, TencentAccount) and account.discover is not None
+            ]
             yield
 
     async def poller_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -79,10 +87,21 @@ def create_app(
         poller = Poller(store, built, settings, wall=wall)
         poller.set_jobs([*settings.jobs, *app.get(DEMO_JOBS, [])])
         app[POLLER] = poller
-        task = asyncio.create_task(poller.run(), name="poller")
+        tasks = [asyncio.create_task(poller.run(), name="poller")]
+        for account, spec in app[DISCOVERIES]:
+            lister = built[account]
+            if isinstance(lister, JobLister):
+                tasks.append(
+                    asyncio.create_task(
+                        run_discovery(lister, spec, poller, store, wall=wall),
+                        name=f"discovery {account}",
+                    )
+                )
         yield
-        task.cancel()
-        await _finish(task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            await _finish(task)
 
     app.cleanup_ctx.append(session_ctx)
     if demo:
@@ -137,6 +156,7 @@ def job_document(job: JobState) -> dict[str, Any]:
         "phase": job.phase.value,
         "failures_total": job.failures,
         "poll": {
+            "polls_total": job.polls,
             "last_success": job.last_poll_success,
             "last_poll_at": job.last_poll_at,
             "last_success_at": job.last_success_at,

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.model import Phase
 from exporter.states import DOCUMENTED_STATES
-from exporter.store import DURATION_BUCKETS, JobState, StoreView
+from exporter.store import Histogram, JobState, StoreView
 
 PHASES = tuple(phase.value for phase in Phase)
 _POLLED = " As of the job's last successful poll; the exporter polls in the background."
@@ -40,6 +40,24 @@ def _counter(
         family.add_sample(
             name + "_total", dict(zip(label_names, values, strict=True)), float(count)
         )
+    return family
+
+
+def _histogram(
+    name: str,
+    help_text: str,
+    label_names: tuple[str, ...],
+    histograms: Iterable[tuple[tuple[str, ...], Histogram]],
+) -> Metric:
+    family = _family(name, help_text, "histogram")
+    for values, histogram in sorted(histograms, key=lambda item: item[0]):
+        labels = dict(zip(label_names, values, strict=True))
+        bounds = [*map(_num, histogram.buckets), "+Inf"]
+        cumulative = list(accumulate(histogram.counts))
+        for bound, count in zip(bounds, cumulative, strict=True):
+            family.add_sample(name + "_bucket", {**labels, "le": bound}, float(count))
+        family.add_sample(name + "_count", labels, float(cumulative[-1]))
+        family.add_sample(name + "_sum", labels, histogram.total)
     return family
 
 
@@ -84,6 +102,18 @@ class JobCollector(Collector):
         updated = _family(
             "cloudjob_job_updated_timestamp_seconds",
             "When the job's state last changed according to the cloud, Unix time." + _POLLED,
+        )
+        started = _family(
+            "cloudjob_job_started_timestamp_seconds",
+            "When the job started running according to the cloud, Unix time (where reported).",
+        )
+        finished = _family(
+            "cloudjob_job_finished_timestamp_seconds",
+            "When the job finished according to the cloud, Unix time (terminal jobs only).",
+        )
+        progress = _family(
+            "cloudjob_job_progress_ratio",
+            "Progress of a running job from 0 to 1, where the cloud reports it." + _POLLED,
         )
         age = _family(
             "cloudjob_job_age_seconds", "Seconds since the job was created, computed at scrape."
@@ -136,7 +166,10 @@ class JobCollector(Collector):
             snapshot = job.snapshot
             if snapshot is None:
                 continue
-            info.add_sample("cloudjob_job_info", {**labels, "job_type": snapshot.job_type}, 1.0)
+            info_labels = {**labels, "job_type": snapshot.job_type}
+            if snapshot.queue_id is not None:
+                info_labels["queue_id"] = snapshot.queue_id
+            info.add_sample("cloudjob_job_info", info_labels, 1.0)
             states = DOCUMENTED_STATES.get(job.provider, {})
             for name in states:
                 state.add_sample(
@@ -153,6 +186,12 @@ class JobCollector(Collector):
                 age.add_sample(age.name, labels, max(0.0, now - snapshot.created_at))
             if snapshot.updated_at is not None:
                 updated.add_sample(updated.name, labels, snapshot.updated_at)
+            if snapshot.started_at is not None:
+                started.add_sample(started.name, labels, snapshot.started_at)
+            if snapshot.finished_at is not None:
+                finished.add_sample(finished.name, labels, snapshot.finished_at)
+            if snapshot.progress is not None:
+                progress.add_sample(progress.name, labels, snapshot.progress)
             if snapshot.phase is Phase.FAILED:
                 code = snapshot.failure_code or ""
                 failure_info.add_sample("cloudjob_job_failure_info", {**labels, "code": code}, 1.0)
@@ -166,7 +205,8 @@ class JobCollector(Collector):
                     expected_min.add_sample(expected_min.name, metric_labels, item.expected_min)
                 if item.expected_max is not None:
                     expected_max.add_sample(expected_max.name, metric_labels, item.expected_max)
-        yield from (info, state, phase, created, updated, age, failures, failure_info)
+        yield from (info, state, phase, created, updated, started, finished, age, progress)
+        yield from (failures, failure_info)
         yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
 
         jobs = _family(
@@ -199,23 +239,40 @@ class JobCollector(Collector):
             view.api_requests.items(),
         )
 
-        durations = _family(
+        yield _histogram(
             "cloudjob_api_request_duration_seconds",
             "Latency of requests to cloud APIs, including failed ones.",
-            "histogram",
+            ("account", "provider"),
+            view.api_durations.items(),
         )
-        bounds = [*map(_num, DURATION_BUCKETS), "+Inf"]
-        for (account, provider), histogram in sorted(view.api_durations.items()):
-            labels = {"account": account, "provider": provider}
-            cumulative = list(accumulate(histogram.counts))
-            for bound, count in zip(bounds, cumulative, strict=True):
-                durations.add_sample(
-                    durations.name + "_bucket", {**labels, "le": bound}, float(count)
-                )
-            durations.add_sample(durations.name + "_count", labels, float(cumulative[-1]))
-            durations.add_sample(durations.name + "_sum", labels, histogram.total)
-        yield durations
+        yield _histogram(
+            "cloudjob_completed_job_duration_seconds",
+            "Creation-to-finish time of jobs, observed once per job run when the exporter first "
+            "sees it terminal (for job-latency SLOs).",
+            ("account", "provider", "job_type", "phase"),
+            view.job_durations.items(),
+        )
 
+        discovery_ok = _family(
+            "cloudjob_discovery_last_success",
+            "1 if the account's last job discovery run walked every page, 0 if it failed.",
+        )
+        discovery_at = _family(
+            "cloudjob_discovery_last_run_timestamp_seconds",
+            "When the account's job discovery last ran, Unix time.",
+        )
+        for (account, provider), status in sorted(view.discovery.items()):
+            labels = {"account": account, "provider": provider}
+            discovery_ok.add_sample(discovery_ok.name, labels, float(status.last_success))
+            discovery_at.add_sample(discovery_at.name, labels, status.last_run_at)
+        yield discovery_ok
+        yield discovery_at
+        yield _counter(
+            "cloudjob_discovered_jobs",
+            "Jobs that job discovery added to the tracked set.",
+            ("account", "provider"),
+            ((key, status.added_total) for key, status in view.discovery.items()),
+        )
         yield _counter(
             "cloudjob_parse_errors",
             "Response fields that could not be parsed (per polled response); the field gives no "

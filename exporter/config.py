@@ -27,7 +27,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_LISTEN = "0.0.0.0:9871"
-PROVIDERS = ("huawei_metastudio",)
+PROVIDERS = ("huawei_metastudio", "tencent_ci")
+# Tencent CI job states, for validating `discover.states`.
+TENCENT_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
 # Labels the exporter sets itself; a job's static labels may not shadow them.
 RESERVED_LABELS = frozenset(
     {
@@ -90,6 +92,15 @@ def _listen_address(value: object) -> object:
 ListenAddress = Annotated[str, BeforeValidator(_listen_address)]
 
 
+def _check_label_names(labels: dict[str, str]) -> dict[str, str]:
+    for name in labels:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(f"invalid label name {name!r}")
+        if name in RESERVED_LABELS:
+            raise ValueError(f"label {name!r} is set by the exporter itself")
+    return labels
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -141,7 +152,81 @@ class HuaweiAccount(Strict):
         return endpoint.rstrip("/")
 
 
-Account = HuaweiAccount
+class TencentAuth(Strict):
+    """A SecretId/SecretKey pair, plus a session token when they are temporary credentials."""
+
+    secret_id_env: str | None = None
+    secret_key_env: str | None = None
+    secret_id_file: Path | None = None
+    secret_key_file: Path | None = None
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> TencentAuth:
+        for name in ("secret_id", "secret_key", "token"):
+            if (
+                getattr(self, f"{name}_env") is not None
+                and getattr(self, f"{name}_file") is not None
+            ):
+                raise ValueError(f"set {name}_env or {name}_file, not both")
+        return self
+
+
+class Discovery(Strict):
+    """Find jobs through the list API instead of listing every id."""
+
+    queue_id: str | None = Field(default=None, min_length=1)
+    tag: str | None = Field(default=None, min_length=1)
+    states: list[str] = Field(default_factory=list)
+    lookback: Duration = 86400.0
+    interval: Duration = 300.0
+    page_size: int = Field(default=100, ge=1, le=100)
+    # Static labels for every discovered job, as `jobs[].labels` for listed ones.
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _check_label_names(labels)
+
+    @field_validator("states")
+    @classmethod
+    def _known_states(cls, states: list[str]) -> list[str]:
+        for state in states:
+            if state not in TENCENT_STATES and state != "All":
+                raise ValueError(
+                    f"unknown state {state!r} (known: {', '.join(TENCENT_STATES)}, All)"
+                )
+        return states
+
+
+class TencentAccount(Strict):
+    provider: Literal["tencent_ci"]
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*-[0-9]+$", description="BucketName-APPID")
+    region: str = Field(min_length=1, pattern=r"^[a-z0-9-]+$")
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    max_rps: float | None = Field(default=None, gt=0)
+    job_api: Literal["ai_jobs", "media_jobs"] = "ai_jobs"
+    batch_size: int = Field(default=1, ge=1, le=10)
+    auth: TencentAuth = TencentAuth()
+    discover: Discovery | None = None
+
+    @model_validator(mode="after")
+    def _batching_needs_an_api_that_allows_it(self) -> TencentAccount:
+        if self.batch_size > 1 and self.job_api == "ai_jobs":
+            raise ValueError(
+                "batch_size > 1 needs job_api: media_jobs (/ai_jobs/<id> documents one id)"
+            )
+        return self
+
+    @property
+    def base_url(self) -> str:
+        endpoint = self.endpoint or f"https://{self.bucket}.ci.{self.region}.myqcloud.com"
+        return endpoint.rstrip("/")
+
+
+Account = Annotated[HuaweiAccount | TencentAccount, Field(discriminator="provider")]
 
 
 class JobConfig(Strict):
@@ -153,12 +238,7 @@ class JobConfig(Strict):
     @field_validator("labels")
     @classmethod
     def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        for name in labels:
-            if not _LABEL_NAME.match(name) or name.startswith("__"):
-                raise ValueError(f"invalid label name {name!r}")
-            if name in RESERVED_LABELS:
-                raise ValueError(f"label {name!r} is set by the exporter itself")
-        return labels
+        return _check_label_names(labels)
 
 
 class Settings(BaseSettings):
@@ -197,16 +277,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _jobs_name_known_accounts(self) -> Settings:
-        problems: list[str] = []
-        seen: set[tuple[str, str]] = set()
-        for index, job in enumerate(self.jobs):
-            if job.account not in self.accounts:
-                problems.append(f"jobs[{index}].account: unknown account {job.account!r}")
-            if (job.account, job.id) in seen:
-                problems.append(
-                    f"jobs[{index}].id: job {job.id!r} of {job.account!r} is listed twice"
-                )
-            seen.add((job.account, job.id))
+        problems = job_reference_problems(
+            [(job.account, job.id) for job in self.jobs], set(self.accounts)
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -222,6 +295,31 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init) beat the environment, which beats the file (see load_settings).
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def job_reference_problems(jobs: list[tuple[object, object]], accounts: set[str]) -> list[str]:
+    """Jobs naming an unknown account, or listed twice."""
+    problems: list[str] = []
+    seen: set[tuple[object, object]] = set()
+    for index, (account, job_id) in enumerate(jobs):
+        if account not in accounts:
+            problems.append(f"jobs[{index}].account: unknown account {account!r}")
+        if (account, job_id) in seen:
+            problems.append(f"jobs[{index}].id: job {job_id!r} of {account!r} is listed twice")
+        seen.add((account, job_id))
+    return problems
+
+
+def _raw_job_reference_problems(data: Mapping[str, Any]) -> list[str]:
+    """The cross-key checks, on raw data: pydantic skips them while any single key is invalid,
+    and a user fixing a config wants every problem in one run."""
+    accounts, jobs = data.get("accounts"), data.get("jobs")
+    if not isinstance(accounts, dict) or not isinstance(jobs, list):
+        return []
+    pairs = [(job.get("account"), job.get("id")) for job in jobs if isinstance(job, dict)]
+    if len(pairs) != len(jobs):
+        return []
+    return job_reference_problems(pairs, {str(name) for name in accounts})
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -272,10 +370,19 @@ def format_errors(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
+        if len(loc) >= 3 and loc[0] == "accounts" and loc[2] in PROVIDERS:
+            loc = (*loc[:2], *loc[3:])  # the union member's tag is not a key the user wrote
         where = _location(loc)
         message = item["msg"]
-        if item["type"] == "literal_error" and loc and loc[-1] == "provider":
-            message = f"unknown provider {item['input']!r} (known: {', '.join(PROVIDERS)})"
+        if item["type"] == "union_tag_invalid":
+            loc = (*loc, "provider")
+            where = _location(loc)
+            tag = (item.get("ctx") or {}).get("tag", item["input"])
+            message = f"unknown provider {tag!r} (known: {', '.join(PROVIDERS)})"
+        elif item["type"] == "union_tag_not_found":
+            loc = (*loc, "provider")
+            where = _location(loc)
+            message = f"required key is missing (one of: {', '.join(PROVIDERS)})"
         elif item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
@@ -305,7 +412,9 @@ def load_settings(
     try:
         return Settings(**dict(overrides or {}))
     except ValidationError as exc:
-        raise ConfigError([prefix + line for line in format_errors(exc)]) from None
+        problems = format_errors(exc)
+        problems += [p for p in _raw_job_reference_problems(data) if p not in problems]
+        raise ConfigError([prefix + line for line in problems]) from None
     finally:
         _FileSource.data = {}
 
@@ -338,30 +447,81 @@ def _read_secret(
     return None, None
 
 
-def resolve_credentials(
-    name: str, account: Account, environ: Mapping[str, str] | None = None
-) -> HuaweiCredentials:
-    """Read the account's secrets from env or files; ConfigError names what is missing."""
-    env = os.environ if environ is None else environ
-    auth = account.auth
-    base = f"accounts.{name}.auth."
-    if auth.uses_token:
-        token, problem = _read_secret(base + "token", auth.token_env, auth.token_file, env)
-        if problem:
-            raise ConfigError([problem])
-        return HuaweiCredentials(token=token)
-    ak_env = auth.ak_env if auth.ak_file is None else None
-    sk_env = auth.sk_env if auth.sk_file is None else None
-    ak, ak_problem = _read_secret(
-        base + "ak", ak_env or ("CLOUD_SDK_AK" if auth.ak_file is None else None), auth.ak_file, env
-    )
-    sk, sk_problem = _read_secret(
-        base + "sk", sk_env or ("CLOUD_SDK_SK" if auth.sk_file is None else None), auth.sk_file, env
-    )
-    problems = [p for p in (ak_problem, sk_problem) if p]
+@dataclass(frozen=True, slots=True)
+class TencentCredentials:
+    """SecretId/SecretKey, and the session token of temporary credentials."""
+
+    secret_id: SecretStr
+    secret_key: SecretStr
+    token: SecretStr | None = None
+
+
+Credentials = HuaweiCredentials | TencentCredentials
+
+
+def _secrets(
+    base: str, pairs: list[tuple[str, str | None, Path | None]], environ: Mapping[str, str]
+) -> list[SecretStr]:
+    values, problems = [], []
+    for name, env_name, file in pairs:
+        value, problem = _read_secret(base + name, env_name, file, environ)
+        if value is not None:
+            values.append(value)
+        else:
+            problems.append(problem or f"{base}{name}: no source set")
     if problems:
         raise ConfigError(problems)
+    return values
+
+
+def resolve_credentials(
+    name: str, account: HuaweiAccount | TencentAccount, environ: Mapping[str, str] | None = None
+) -> Credentials:
+    """Read the account's secrets from env or files; ConfigError names what is missing."""
+    env = os.environ if environ is None else environ
+    base = f"accounts.{name}.auth."
+    if isinstance(account, TencentAccount):
+        tc = account.auth
+        secret_id, secret_key = _secrets(
+            base,
+            [
+                (
+                    "secret_id",
+                    _default_env(tc.secret_id_env, tc.secret_id_file, "TENCENTCLOUD_SECRET_ID"),
+                    tc.secret_id_file,
+                ),
+                (
+                    "secret_key",
+                    _default_env(tc.secret_key_env, tc.secret_key_file, "TENCENTCLOUD_SECRET_KEY"),
+                    tc.secret_key_file,
+                ),
+            ],
+            env,
+        )
+        token = None
+        if tc.token_env is not None or tc.token_file is not None:
+            (token,) = _secrets(base, [("token", tc.token_env, tc.token_file)], env)
+        return TencentCredentials(secret_id=secret_id, secret_key=secret_key, token=token)
+    auth = account.auth
+    if auth.uses_token:
+        (token,) = _secrets(base, [("token", auth.token_env, auth.token_file)], env)
+        return HuaweiCredentials(token=token)
+    ak, sk = _secrets(
+        base,
+        [
+            ("ak", _default_env(auth.ak_env, auth.ak_file, "CLOUD_SDK_AK"), auth.ak_file),
+            ("sk", _default_env(auth.sk_env, auth.sk_file, "CLOUD_SDK_SK"), auth.sk_file),
+        ],
+        env,
+    )
     return HuaweiCredentials(access_key=ak, secret_key=sk)
+
+
+def _default_env(env_name: str | None, file: Path | None, default: str) -> str | None:
+    """The SDKs' own variable names apply unless the user named another variable or a file."""
+    if file is not None:
+        return None
+    return env_name or default
 
 
 def check_credentials(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -12,9 +12,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter.app import DEMO_JOBS, PROVIDERS, SESSION, SETTINGS
-from exporter.config import ConfigError, HuaweiAccount, HuaweiCredentials, JobConfig
+from exporter.app import DEMO_JOBS, DISCOVERIES, PROVIDERS, SESSION, SETTINGS
+from exporter.config import (
+    ConfigError,
+    Discovery,
+    HuaweiAccount,
+    HuaweiCredentials,
+    JobConfig,
+    TencentAccount,
+    TencentCredentials,
+)
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio
+from exporter.providers.tencent_ci import TencentCI
 
 # Not secrets: the simulator is built into every copy and listens on loopback only.
 from exporter.simulator.metastudio import (
@@ -24,15 +33,27 @@ from exporter.simulator.metastudio import (
     demo_simulator,
     start_simulator,
 )
+from exporter.simulator.tencent_ci import (
+    DEMO_TENCENT_BUCKET,
+    DEMO_TENCENT_JOBS,
+    DEMO_TENCENT_REGION,
+    DEMO_TENCENT_SECRET_ID,
+    DEMO_TENCENT_SECRET_KEY,
+    demo_tencent_simulator,
+)
 
 log = logging.getLogger(__name__)
 DEMO_HUAWEI_ACCOUNT = "demo-huawei"
+DEMO_TENCENT_ACCOUNT = "demo-tencent"
+# One Tencent job is listed like a configured one; discovery finds the rest.
+DEMO_TENCENT_LISTED = DEMO_TENCENT_JOBS[0].job_id
 
 
 async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if DEMO_HUAWEI_ACCOUNT in settings.accounts:
-        raise ConfigError([f"accounts.{DEMO_HUAWEI_ACCOUNT}: this name is reserved for --demo"])
+    for name in (DEMO_HUAWEI_ACCOUNT, DEMO_TENCENT_ACCOUNT):
+        if name in settings.accounts:
+            raise ConfigError([f"accounts.{name}: this name is reserved for --demo"])
     sim = demo_simulator(
         project_id=DEMO_PROJECT_ID, access_key=DEMO_ACCESS_KEY, secret_key=DEMO_SECRET_KEY
     )
@@ -56,6 +77,42 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         JobConfig(account=DEMO_HUAWEI_ACCOUNT, id=job_id, labels={"team": "demo"})
         for job_id in sim.job_ids()
     ]
-    log.info("demo_started", extra={"simulator": base_url, "jobs": len(app[DEMO_JOBS])})
-    yield
-    await runner.cleanup()
+    tencent_sim = demo_tencent_simulator(
+        bucket=DEMO_TENCENT_BUCKET,
+        secret_id=DEMO_TENCENT_SECRET_ID,
+        secret_key=DEMO_TENCENT_SECRET_KEY,
+    )
+    tencent_runner, tencent_url = await start_simulator(tencent_sim)
+    discovery = Discovery(lookback=86400.0, interval=10.0, labels={"team": "demo"})
+    tencent = TencentAccount(
+        provider="tencent_ci",
+        bucket=DEMO_TENCENT_BUCKET,
+        region=DEMO_TENCENT_REGION,
+        endpoint=tencent_url,
+        job_api="media_jobs",
+        batch_size=5,
+        discover=discovery,
+    )
+    app[PROVIDERS][DEMO_TENCENT_ACCOUNT] = TencentCI(
+        account=DEMO_TENCENT_ACCOUNT,
+        config=tencent,
+        credentials=TencentCredentials(
+            secret_id=SecretStr(DEMO_TENCENT_SECRET_ID),
+            secret_key=SecretStr(DEMO_TENCENT_SECRET_KEY),
+        ),
+        session=app[SESSION],
+        timeout=settings.request_timeout,
+    )
+    app[DEMO_JOBS].append(
+        JobConfig(account=DEMO_TENCENT_ACCOUNT, id=DEMO_TENCENT_LISTED, labels={"team": "demo"})
+    )
+    app[DISCOVERIES].append((DEMO_TENCENT_ACCOUNT, discovery))
+    log.info(
+        "demo_started",
+        extra={"huawei": base_url, "tencent": tencent_url, "jobs": len(app[DEMO_JOBS])},
+    )
+    try:
+        yield
+    finally:
+        await tencent_runner.cleanup()
+        await runner.cleanup()

@@ -58,9 +58,20 @@ class JobSnapshot:
     assessments: tuple[Assessment, ...] = ()
     suggestion: str | None = None
     known_state: bool = True
+    queue_id: str | None = None
+    # 0..1 while the cloud reports progress (Tencent's Progress is a percentage).
+    progress: float | None = None
     # Fields present in the answer that could not be parsed, e.g. "assess_result.snr.actual".
     parse_errors: tuple[str, ...] = ()
+    # Provider-specific facts for the JSON API only (e.g. Tencent's SubTag), never labels.
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def duration(self) -> float | None:
+        """Creation to finish, for a terminal job whose cloud reports both times."""
+        if self.created_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.created_at)
 
 
 class ProviderError(Exception):

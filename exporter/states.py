@@ -29,7 +29,21 @@ HUAWEI_STATES: dict[str, Phase] = {
 HUAWEI_TERMINAL_STATES = frozenset({"SUCCEED", "FAILED"})
 HUAWEI_ASSESSMENT_METRICS = ("speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak")
 
-DOCUMENTED_STATES: dict[str, dict[str, Phase]] = {"huawei_metastudio": HUAWEI_STATES}
+# DescribeAIJob `State`. Pause waits to be resumed (pending); Cancel was stopped by a user.
+TENCENT_STATES: dict[str, Phase] = {
+    "Submitted": Phase.PENDING,
+    "Running": Phase.RUNNING,
+    "Success": Phase.SUCCEEDED,
+    "Failed": Phase.FAILED,
+    "Pause": Phase.PENDING,
+    "Cancel": Phase.CANCELLED,
+}
+TENCENT_TERMINAL_STATES = frozenset({"Success", "Failed", "Cancel"})
+
+DOCUMENTED_STATES: dict[str, dict[str, Phase]] = {
+    "huawei_metastudio": HUAWEI_STATES,
+    "tencent_ci": TENCENT_STATES,
+}
 
 
 def phase_by_rule(state: str) -> Phase:
@@ -50,6 +64,23 @@ def phase_by_rule(state: str) -> Phase:
     if any(word.endswith("ING") for word in upper.split("_")) or "REVIEW" in upper:
         return Phase.RUNNING
     return Phase.UNKNOWN
+
+
+TERMINAL_STATES: dict[str, frozenset[str]] = {
+    "huawei_metastudio": HUAWEI_TERMINAL_STATES,
+    "tencent_ci": TENCENT_TERMINAL_STATES,
+}
+
+
+def is_terminal(provider: str, state: str, phase: Phase, known: bool) -> bool:
+    """Whether the job is finished for good (slow polling, then forgotten after retention).
+
+    An undocumented state counts as terminal only when it succeeded or was cancelled: a failed
+    one may be retried (Huawei's AUDIT_FAILED waits for a new upload), so it is watched as live.
+    """
+    if known:
+        return state in TERMINAL_STATES.get(provider, frozenset())
+    return phase in (Phase.SUCCEEDED, Phase.CANCELLED)
 
 
 def phase_of(provider: str, state: str) -> tuple[Phase, bool]:

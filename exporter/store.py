@@ -14,6 +14,22 @@ from exporter.model import JobSnapshot, Phase, ProviderError
 
 # API latency buckets: gateways answer in tens of ms; a slow cloud takes seconds; timeouts at 10 s.
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Job run times: a short assessment takes a minute, a long recognition job hours.
+JOB_DURATION_BUCKETS = (
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    43200.0,
+    86400.0,
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -46,6 +62,8 @@ class JobState:
     last_error: PollError | None = None
     terminal_since: float | None = None
     first_seen_at: float | None = None
+    # Whether this run's duration went into the completed-jobs histogram (once per run).
+    duration_observed: bool = False
 
     @property
     def phase(self) -> Phase:
@@ -56,15 +74,27 @@ class JobState:
 class Histogram:
     """Per-bucket (not cumulative) counts; the collector accumulates when it renders."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    buckets: tuple[float, ...] = DURATION_BUCKETS
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
+
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
 
     def copy(self) -> Histogram:
-        return Histogram(list(self.counts), self.total)
+        return Histogram(self.buckets, list(self.counts), self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    last_success: bool
+    last_run_at: float
+    added_total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +104,9 @@ class StoreView:
     api_durations: Mapping[tuple[str, str], Histogram]
     parse_errors: Mapping[tuple[str, str], int]
     poll_errors: Mapping[tuple[str, str, str], int]
+    # (account, provider, job_type, phase) -> run times of jobs seen finishing.
+    job_durations: Mapping[tuple[str, str, str, str], Histogram]
+    discovery: Mapping[tuple[str, str], DiscoveryStatus]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +144,8 @@ class Store:
         self._api_durations: dict[tuple[str, str], Histogram] = {}
         self._parse_errors: dict[tuple[str, str], int] = {}
         self._poll_errors: dict[tuple[str, str, str], int] = {}
+        self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
+        self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
 
     def track(self, key: JobKey, provider: str, labels: Mapping[str, str]) -> None:
         """Start (or keep) tracking a job; changed static labels take effect at once."""
@@ -127,7 +162,7 @@ class Store:
     def get(self, key: JobKey) -> JobState | None:
         return self._jobs.get(key)
 
-    def keys(self) -> list[JobKey]:
+    def job_keys(self) -> list[JobKey]:
         return list(self._jobs)
 
     def record_success(self, key: JobKey, snapshot: JobSnapshot, at: float) -> Transition | None:
@@ -135,8 +170,12 @@ class Store:
         if before is None:  # forgotten while the poll was in flight
             return None
         entered_failed = snapshot.phase is Phase.FAILED and before.phase is not Phase.FAILED
+        duration_observed = before.duration_observed and snapshot.terminal
         if snapshot.terminal:
             terminal_since = before.terminal_since if before.terminal_since is not None else at
+            if not duration_observed and snapshot.duration is not None:
+                self._observe_duration(key, before.provider, snapshot, snapshot.duration)
+                duration_observed = True
         else:
             terminal_since = None
         after = replace(
@@ -150,6 +189,7 @@ class Store:
             last_error=None,
             terminal_since=terminal_since,
             first_seen_at=before.first_seen_at if before.first_seen_at is not None else at,
+            duration_observed=duration_observed,
         )
         self._jobs[key] = after
         for name in snapshot.parse_errors:
@@ -177,6 +217,22 @@ class Store:
             self._parse_errors[parse_bucket] = self._parse_errors.get(parse_bucket, 0) + 1
         return Transition(before, after)
 
+    def _observe_duration(
+        self, key: JobKey, provider: str, snapshot: JobSnapshot, seconds: float
+    ) -> None:
+        bucket = (key.account, provider, snapshot.job_type, snapshot.phase.value)
+        histogram = self._job_durations.get(bucket)
+        if histogram is None:
+            histogram = self._job_durations[bucket] = Histogram(JOB_DURATION_BUCKETS)
+        histogram.observe(seconds)
+
+    def record_discovery(
+        self, account: str, provider: str, *, ok: bool, at: float, added: int = 0
+    ) -> None:
+        before = self._discovery.get((account, provider))
+        total = (before.added_total if before else 0) + added
+        self._discovery[(account, provider)] = DiscoveryStatus(ok, at, total)
+
     def record_request(self, account: str, provider: str, status: str, seconds: float) -> None:
         key = (account, provider, status)
         self._api_requests[key] = self._api_requests.get(key, 0) + 1
@@ -192,4 +248,6 @@ class Store:
             api_durations={key: h.copy() for key, h in self._api_durations.items()},
             parse_errors=dict(self._parse_errors),
             poll_errors=dict(self._poll_errors),
+            job_durations={key: h.copy() for key, h in self._job_durations.items()},
+            discovery=dict(self._discovery),
         )

@@ -98,7 +98,9 @@ def test_an_unknown_provider_is_named_with_its_key(tmp_path: Path) -> None:
     problems = _problems(
         tmp_path, "accounts:\n  hw:\n    provider: x\n    region: r\n    project_id: p\n"
     )
-    assert problems == ["accounts.hw.provider: unknown provider 'x' (known: huawei_metastudio)"]
+    assert problems == [
+        "accounts.hw.provider: unknown provider 'x' (known: huawei_metastudio, tencent_ci)"
+    ]
 
 
 def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
@@ -201,3 +203,22 @@ def test_accounts_default_to_the_sdk_environment_variables(tmp_path: Path) -> No
     creds = resolve_credentials("hw", account, {"CLOUD_SDK_AK": "a", "CLOUD_SDK_SK": "s"})
     assert creds.access_key is not None
     assert creds.access_key.get_secret_value() == "a"
+
+
+def test_nested_keys_are_overridden_with_double_underscores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDJOB_ACCOUNTS__HW_PROD__REGION", "ap-southeast-1")
+    account = load_settings(_write(tmp_path, ISSUE_EXAMPLE.replace("hw-prod", "hw_prod")))
+    assert account.accounts["hw_prod"].region == "ap-southeast-1"
+    assert account.accounts["hw_prod"].project_id == "0123abc"
+
+
+def test_cross_key_problems_are_reported_with_the_others(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        ISSUE_EXAMPLE.replace("poll_interval: 30", "poll_interval: soon")
+        + '  - account: nope\n    id: "x"\n',
+    )
+    assert any(p.startswith("poll_interval: not a duration") for p in problems)
+    assert "jobs[1].account: unknown account 'nope'" in problems

@@ -369,3 +369,24 @@ async def test_a_closed_port_is_a_network_error() -> None:
 def test_the_default_endpoint_follows_the_region() -> None:
     account = HuaweiAccount(provider="huawei_metastudio", region="ap-southeast-1", project_id="p")
     assert account.base_url == "https://metastudio.ap-southeast-1.myhuaweicloud.com"
+
+
+@pytest.mark.parametrize(
+    ("state", "terminal"),
+    [
+        ("SUCCEED", True),
+        ("FAILED", True),
+        ("AUDIT_FAILED", False),
+        ("SPLIT_FAILED", False),
+        ("COMPLETED", True),
+        ("USER_REVIEW_REJECT", False),
+        ("USER_RESULT_REVIEW", False),
+    ],
+)
+def test_only_finished_states_are_terminal(state: str, terminal: bool) -> None:
+    snap = parse_short_job(
+        orjson.dumps({"state": state, "create_time": 1, "lastupdate_time": 9}), JOB
+    )
+    assert snap.terminal is terminal
+    assert (snap.finished_at == 9.0) is terminal
+    assert (snap.duration == 8.0) is terminal

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from exporter.config import JobConfig, Settings
-from exporter.model import JobSnapshot, ProviderError, ThrottledError, UpstreamError
+from exporter.model import JobSnapshot, NotFoundError, ProviderError, ThrottledError, UpstreamError
 from exporter.poller import Poller
 from exporter.ratelimit import RateLimiter
 from exporter.store import JobKey, Store
@@ -34,21 +34,19 @@ class ScriptedProvider:
     """Answers each fetch with the next scripted outcome (a snapshot or an error to raise)."""
 
     provider = "huawei_metastudio"
+    batch_size = 1
 
     def __init__(self, account: str, outcomes: list[JobSnapshot | BaseException]) -> None:
         self.account = account
         self.outcomes = deque(outcomes)
         self.calls: list[str] = []
 
-    async def fetch(self, job_id: str) -> JobSnapshot:
-        self.calls.append(job_id)
+    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+        self.calls.append(",".join(job_ids))
         outcome = self.outcomes.popleft() if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
-
-    def describe(self, job_id: str) -> Mapping[str, str]:
-        return {}
+        return dict.fromkeys(job_ids, outcome)
 
 
 def _poller(
@@ -175,9 +173,9 @@ async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
     try:
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not store.keys():
+            if not store.job_keys():
                 break
-        assert store.keys() == []
+        assert store.job_keys() == []
         assert len(provider.calls) >= 2
     finally:
         task.cancel()
@@ -189,7 +187,7 @@ async def test_set_jobs_drops_removed_jobs_and_keeps_others() -> None:
     provider = ScriptedProvider("hw", [snapshot("PROCESSING")])
     poller, store = _poller(provider, clock)
     poller.set_jobs([JobConfig(account="hw", id="job-2", labels={"team": "a"})])
-    assert store.keys() == [JobKey("hw", "job-2")]
+    assert store.job_keys() == [JobKey("hw", "job-2")]
     assert store.get(JobKey("hw", "job-2")).labels == (("team", "a"),)  # type: ignore[union-attr]
 
 
@@ -207,3 +205,80 @@ def test_provider_error_defaults() -> None:
     assert ProviderError("x").reason == "error"
     assert UpstreamError("x", status="502").retryable
     assert not UpstreamError("x", status="400").retryable
+
+
+class BatchingProvider:
+    """Answers a batch: known ids get a snapshot, others are reported missing."""
+
+    provider = "tencent_ci"
+
+    def __init__(self, account: str, batch_size: int, known: set[str]) -> None:
+        self.account = account
+        self.batch_size = batch_size
+        self.known = known
+        self.calls: list[list[str]] = []
+
+    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+        self.calls.append(list(job_ids))
+        return {
+            job_id: snapshot("PROCESSING", job_id)
+            if job_id in self.known
+            else NotFoundError("listed in NonExistJobIds", status="200")
+            for job_id in job_ids
+        }
+
+
+async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None:
+    store = Store()
+    provider = BatchingProvider("tc", 3, {f"j{i}" for i in range(6)})
+    poller = Poller(store, {"tc": provider}, Settings(poll_interval=60))
+    poller.set_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
+    for due in poller._heaps["tc"]:  # everything due now, for a deterministic batch
+        due.at = 0
+    task = asyncio.create_task(poller.run())
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if sum(len(c) for c in provider.calls) == 7:
+                break
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(len(call) for call in provider.calls) == [1, 3, 3]
+    assert store.view().api_requests == {("tc", "tencent_ci", "200"): 3}
+    missing = store.get(JobKey("tc", "j6"))
+    assert missing is not None
+    assert missing.last_poll_success is False
+    assert missing.last_error is not None
+    assert missing.last_error.reason == "not_found"
+    assert store.get(JobKey("tc", "j0")).last_poll_success is True  # type: ignore[union-attr]
+
+
+async def test_discovered_jobs_are_tracked_once_and_not_rediscovered_after_retention() -> None:
+    clock = FakeClock()
+    store = Store()
+    provider = BatchingProvider("tc", 1, {"a", "b"})
+    poller = Poller(
+        store,
+        {"tc": provider},
+        Settings(terminal_retention=100),
+        wall=clock.time,
+        monotonic=clock.time,
+        sleep=clock.sleep,
+    )
+    found = [snapshot("SUCCEED", "a"), snapshot("PROCESSING", "b")]
+    assert poller.add_discovered("tc", found, {"source": "discovery"}, horizon=3600) == 2
+    assert poller.add_discovered("tc", found, {}, horizon=3600) == 0
+    state = store.get(JobKey("tc", "a"))
+    assert state is not None
+    assert state.labels == (("source", "discovery"),)
+    assert state.snapshot is not None
+    # A config reload keeps discovered jobs.
+    poller.set_jobs([])
+    assert sorted(k.job_id for k in store.job_keys()) == ["a", "b"]
+    clock.now += 200
+    await poller._run_batch([JobKey("tc", "a")])
+    assert JobKey("tc", "a") not in store.job_keys()
+    assert poller.add_discovered("tc", found, {}, horizon=3600) == 0  # tombstoned
+    clock.now += 4000
+    assert poller.add_discovered("tc", found, {}, horizon=3600) == 1  # tombstone aged out

@@ -231,3 +231,64 @@ def test_unparseable_fields_are_counted_per_provider_and_field() -> None:
         b'cloudjob_parse_errors_total{field="assess_result.snr.actual",'
         b'provider="huawei_metastudio"} 2.0'
     ) in text
+
+
+def test_completed_durations_are_observed_once_per_run_with_start_finish_and_queue() -> None:
+    from exporter.model import JobSnapshot, Phase
+
+    def tencent(state: str, phase: Phase, terminal: bool, **fields: object) -> JobSnapshot:
+        return JobSnapshot(
+            job_id="t1",
+            job_type="Translation",
+            state=state,
+            phase=phase,
+            terminal=terminal,
+            queue_id="q1",
+            created_at=1000.0,
+            **fields,
+        )  # type: ignore[arg-type]
+
+    key = JobKey("tc", "t1")
+    store = Store()
+    store.track(key, "tencent_ci", {})
+    store.record_success(
+        key, tencent("Running", Phase.RUNNING, False, started_at=1010.0, progress=0.4), 1100.0
+    )
+    done = tencent("Success", Phase.SUCCEEDED, True, started_at=1010.0, finished_at=1090.0)
+    store.record_success(key, done, 1200.0)
+    store.record_success(key, done, 1300.0)  # seen again: not a second observation
+    text = _render(store)
+    promtool_check_metrics(text)
+    labels = 'account="tc",job_type="Translation",phase="succeeded",provider="tencent_ci"'
+    assert f"cloudjob_completed_job_duration_seconds_count{{{labels}}} 1.0".encode() in text
+    assert f"cloudjob_completed_job_duration_seconds_sum{{{labels}}} 90.0".encode() in text
+    bucket = "cloudjob_completed_job_duration_seconds_bucket"
+    tail = 'phase="succeeded",provider="tencent_ci"'
+    prefix = f'{bucket}{{account="tc",job_type="Translation"'
+    assert f'{prefix},le="60.0",{tail}}} 0.0'.encode() in text
+    assert f'{prefix},le="120.0",{tail}}} 1.0'.encode() in text
+    job = frozenset({("account", "tc"), ("provider", "tencent_ci"), ("job_id", "t1")})
+    assert _samples(text, "cloudjob_job_started_timestamp_seconds")[job] == 1010.0
+    assert _samples(text, "cloudjob_job_finished_timestamp_seconds")[job] == 1090.0
+    assert (
+        _samples(text, "cloudjob_job_info")[
+            frozenset(job | {("job_type", "Translation"), ("queue_id", "q1")})
+        ]
+        == 1.0
+    )
+    states = {dict(k)["state"]: v for k, v in _samples(text, "cloudjob_job_state").items()}
+    assert states == {
+        "Submitted": 0,
+        "Running": 0,
+        "Success": 1,
+        "Failed": 0,
+        "Pause": 0,
+        "Cancel": 0,
+    }
+    # A new run of the same job (it left the terminal state) is observed again when it ends.
+    store.record_success(key, tencent("Running", Phase.RUNNING, False), 1400.0)
+    assert _samples(_render(store), "cloudjob_job_progress_ratio") == {}
+    store.record_success(key, done, 1500.0)
+    assert f"cloudjob_completed_job_duration_seconds_count{{{labels}}} 2.0".encode() in _render(
+        store
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -14,20 +15,29 @@ from exporter.model import JobSnapshot, NetworkError, PollTimeout, ProviderError
 MAX_BODY_BYTES = 1 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class JobList:
+    """One page of a cloud's job list API."""
+
+    jobs: tuple[JobSnapshot, ...]
+    next_token: str | None
+
+
 class Provider(Protocol):
     """One configured account of one cloud.
 
-    `fetch` makes exactly one HTTP request: retries, backoff and rate limits are the poller's.
+    `fetch_many` makes exactly one HTTP request for up to `batch_size` ids and raises a
+    ProviderError when that request fails as a whole; retries, backoff and rate limits are the
+    poller's.
     """
 
     provider: str
     account: str
+    batch_size: int
 
-    async def fetch(self, job_id: str) -> JobSnapshot: ...
-
-    def describe(self, job_id: str) -> Mapping[str, str]:
-        """Non-secret facts about where a job is polled, for the landing page and JSON API."""
-        ...
+    async def fetch_many(
+        self, job_ids: Sequence[str]
+    ) -> Mapping[str, JobSnapshot | ProviderError]: ...
 
 
 async def http_get(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -20,13 +20,14 @@ from exporter.model import (
     JobSnapshot,
     NotFoundError,
     Phase,
+    ProviderError,
     ResponseParseError,
     ThrottledError,
     UpstreamError,
 )
 from exporter.providers.base import http_get, retry_after_seconds
 from exporter.signing import huawei
-from exporter.states import HUAWEI_ASSESSMENT_METRICS, HUAWEI_TERMINAL_STATES, phase_of
+from exporter.states import HUAWEI_ASSESSMENT_METRICS, is_terminal, phase_of
 
 PROVIDER = "huawei_metastudio"
 THROTTLE_CODES = frozenset({"APIGW.0308"})
@@ -118,6 +119,7 @@ def parse_short_job(body: bytes, job_id: str) -> JobSnapshot:
     elif result is not None:
         errors.append("assess_result")
     phase, known = phase_of(PROVIDER, state)
+    terminal = is_terminal(PROVIDER, state, phase, known)
     job_type = data.get("job_type")
     failure_code = _optional_str(data.get("job_failed_code")) or None
     return JobSnapshot(
@@ -125,10 +127,10 @@ def parse_short_job(body: bytes, job_id: str) -> JobSnapshot:
         job_type=job_type if isinstance(job_type, str) and job_type else "unknown",
         state=state,
         phase=phase,
-        terminal=state in HUAWEI_TERMINAL_STATES,
+        terminal=terminal,
         created_at=times["create_time"],
         updated_at=times["lastupdate_time"],
-        finished_at=times["lastupdate_time"] if state in HUAWEI_TERMINAL_STATES else None,
+        finished_at=times["lastupdate_time"] if terminal else None,
         failure_code=failure_code if phase is Phase.FAILED else None,
         failure_reason=(_optional_str(data.get("job_failed_reason")) or None)
         if phase is Phase.FAILED
@@ -157,6 +159,7 @@ class HuaweiMetaStudio:
     """Polls `GET /v1/{project_id}/voice-training-manage/user/short-jobs/{job_id}`."""
 
     provider = PROVIDER
+    batch_size = 1  # ShowShortJob takes one id
 
     def __init__(
         self,
@@ -175,9 +178,6 @@ class HuaweiMetaStudio:
         self._timeout = timeout
         self._now = now
         self._base = URL(config.base_url)
-
-    def describe(self, job_id: str) -> Mapping[str, str]:
-        return {"region": self._config.region, "endpoint": str(self._base)}
 
     def _path(self, job_id: str) -> str:
         base_path = self._base.raw_path.rstrip("/")
@@ -208,6 +208,9 @@ class HuaweiMetaStudio:
             secret_key=creds.secret_key.get_secret_value(),
             when=self._now(),
         )
+
+    async def fetch_many(self, job_ids: Sequence[str]) -> dict[str, JobSnapshot | ProviderError]:
+        return {job_id: await self.fetch(job_id) for job_id in job_ids}
 
     async def fetch(self, job_id: str) -> JobSnapshot:
         path = self._path(job_id)

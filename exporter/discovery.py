@@ -1,0 +1,126 @@
+"""Job discovery: find an account's jobs through the cloud's list API instead of a static list.
+
+Discovered jobs join the poller like configured ones (same schedules, same retention); a job the
+poller has forgotten after its retention is not discovered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from exporter.config import Discovery
+from exporter.model import ProviderError
+from exporter.poller import Poller
+from exporter.providers.base import JobList
+from exporter.store import Store
+
+log = logging.getLogger(__name__)
+# A run stops after this many pages, whatever the next-page token says: a bound, not a limit
+# anyone should reach (100 pages of 100 jobs).
+MAX_LIST_PAGES = 100
+
+
+@runtime_checkable
+class JobLister(Protocol):
+    provider: str
+    account: str
+
+    async def list_jobs(
+        self,
+        *,
+        queue_id: str | None,
+        tag: str | None,
+        states: Sequence[str],
+        since: float,
+        page_size: int,
+        next_token: str | None = None,
+    ) -> JobList: ...
+
+
+async def discover_once(
+    lister: JobLister,
+    spec: Discovery,
+    poller: Poller,
+    store: Store,
+    *,
+    wall: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> int:
+    """Walk every page of the list API once; returns how many new jobs were added."""
+    since = wall() - spec.lookback
+    token: str | None = None
+    added = 0
+    for _ in range(MAX_LIST_PAGES):
+        await poller.limiter(lister.account).acquire()
+        started = monotonic()
+        try:
+            page = await lister.list_jobs(
+                queue_id=spec.queue_id,
+                tag=spec.tag,
+                states=spec.states,
+                since=since,
+                page_size=spec.page_size,
+                next_token=token,
+            )
+        except ProviderError as error:
+            if error.status != "error":
+                store.record_request(
+                    lister.account, lister.provider, error.status, monotonic() - started
+                )
+            raise
+        store.record_request(lister.account, lister.provider, "200", monotonic() - started)
+        added += poller.add_discovered(
+            lister.account, page.jobs, spec.labels, horizon=spec.lookback
+        )
+        token = page.next_token
+        if not token:
+            break
+    else:
+        log.warning(
+            "discovery_truncated", extra={"account": lister.account, "pages": MAX_LIST_PAGES}
+        )
+    return added
+
+
+async def run_discovery(
+    lister: JobLister,
+    spec: Discovery,
+    poller: Poller,
+    store: Store,
+    *,
+    wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> None:
+    """Discover every `spec.interval` until cancelled; a failed run is logged and retried."""
+    pause = sleep or asyncio.sleep
+    failing = False
+    while True:
+        try:
+            added = await discover_once(lister, spec, poller, store, wall=wall)
+        except ProviderError as error:
+            store.record_discovery(lister.account, lister.provider, ok=False, at=wall())
+            level = logging.DEBUG if failing else logging.WARNING
+            failing = True
+            log.log(
+                level,
+                "discovery_failed",
+                extra={
+                    "account": lister.account,
+                    "reason": error.reason,
+                    "status": error.status,
+                    "code": error.code,
+                    "error": str(error),
+                },
+            )
+        else:
+            store.record_discovery(lister.account, lister.provider, ok=True, at=wall(), added=added)
+            if failing:
+                log.info("discovery_recovered", extra={"account": lister.account})
+            failing = False
+            if added:
+                log.info("jobs_discovered", extra={"account": lister.account, "jobs": added})
+        await pause(spec.interval)

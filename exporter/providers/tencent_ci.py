@@ -1,0 +1,276 @@
+"""Tencent Cloud CI (Cloud Infinite) jobs: DescribeAIJob / DescribeMediaJobs, XML over COS auth."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import aiohttp
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from yarl import URL
+
+from exporter.assessment import UnparseableValue, parse_value
+from exporter.config import TencentAccount, TencentCredentials
+from exporter.model import (
+    AuthError,
+    JobSnapshot,
+    NotFoundError,
+    Phase,
+    ProviderError,
+    ResponseParseError,
+    ThrottledError,
+    UpstreamError,
+)
+from exporter.providers.base import JobList, http_get, retry_after_seconds
+from exporter.signing import tencent
+from exporter.states import is_terminal, phase_of
+
+PROVIDER = "tencent_ci"
+# How long a signature stays valid after signing (the signer also backdates it a minute).
+SIGNATURE_LIFETIME = 600
+LIST_PAGE_SIZE = 100
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "RequestTimeTooSkewed",
+        "InvalidSecurityToken",
+        "ExpiredToken",
+        "InvalidToken",
+    }
+)
+_THROTTLE_CODES = frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"})
+_NOT_FOUND_CODES = frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"})
+_UNSET_TIMES = frozenset({"", "-"})
+
+
+def _text(element: ET.Element, name: str) -> str | None:
+    child = element.find(name)
+    if child is None or child.text is None:
+        return None
+    return child.text.strip()
+
+
+def parse_time(value: str) -> float:
+    """`2022-07-07T12:12:12+0800` (also `+08:00`, `Z`) -> Unix time. An offset is required."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"no UTC offset in {value!r}")
+    return moment.timestamp()
+
+
+def parse_jobs_detail(element: ET.Element) -> JobSnapshot:
+    """One `<JobsDetail>` -> snapshot; bad fields are recorded, a missing JobId/State is fatal."""
+    job_id = _text(element, "JobId")
+    state = _text(element, "State")
+    if not job_id or not state:
+        raise ResponseParseError("JobsDetail without JobId or State", status="200")
+    errors: list[str] = []
+    times: dict[str, float | None] = {}
+    for name in ("CreationTime", "StartTime", "EndTime"):
+        raw = _text(element, name)
+        times[name] = None
+        if raw is not None and raw not in _UNSET_TIMES:
+            try:
+                times[name] = parse_time(raw)
+            except ValueError:
+                errors.append(name)
+    progress = None
+    raw_progress = _text(element, "Progress")
+    if raw_progress:
+        try:
+            percent = parse_value(raw_progress)
+            if not 0 <= percent <= 100:
+                raise UnparseableValue(raw_progress)
+            progress = percent / 100.0
+        except UnparseableValue:
+            errors.append("Progress")
+    phase, known = phase_of(PROVIDER, state)
+    code = _text(element, "Code")
+    message = _text(element, "Message")
+    failed = phase is Phase.FAILED
+    extra = tuple(
+        (name, value) for name in ("SubTag", "Code", "Message") if (value := _text(element, name))
+    )
+    terminal = is_terminal(PROVIDER, state, phase, known)
+    return JobSnapshot(
+        job_id=job_id,
+        job_type=_text(element, "Tag") or "unknown",
+        state=state,
+        phase=phase,
+        terminal=terminal,
+        created_at=times["CreationTime"],
+        updated_at=times["EndTime"] or times["StartTime"] or times["CreationTime"],
+        started_at=times["StartTime"],
+        finished_at=times["EndTime"] if terminal else None,
+        failure_code=(code or "") if failed else None,
+        failure_reason=(message or None) if failed else None,
+        known_state=known,
+        queue_id=_text(element, "QueueId") or None,
+        progress=progress,
+        parse_errors=tuple(errors),
+        extra=extra,
+    )
+
+
+def _parse_xml(body: bytes, status: int) -> ET.Element:
+    try:
+        # forbid_dtd: a job answer never needs a DOCTYPE, and refusing it stops entity bombs
+        # and external entities before any expansion happens.
+        root: ET.Element = fromstring(body, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise ResponseParseError(f"refused XML: {type(exc).__name__}", status=str(status)) from None
+    except ET.ParseError as exc:
+        raise ResponseParseError(f"malformed XML: {exc}", status=str(status)) from None
+    return root
+
+
+def parse_response(body: bytes) -> tuple[list[JobSnapshot], set[str], str | None]:
+    """A 200 answer: its jobs, the ids the cloud says do not exist, and the next page token."""
+    root = _parse_xml(body, 200)
+    if root.tag != "Response":
+        raise ResponseParseError(f"expected <Response>, got <{root.tag}>", status="200")
+    jobs = [parse_jobs_detail(element) for element in root.findall("JobsDetail")]
+    missing: set[str] = set()
+    for element in root.findall("NonExistJobIds"):
+        missing.update(part.strip() for part in (element.text or "").split(",") if part.strip())
+    next_token = _text(root, "NextToken") or None
+    return jobs, missing, next_token
+
+
+def _error(status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+    """An error answer (`<Error><Code/><Message/><RequestId/></Error>`) -> typed error."""
+    code = message = request_id = None
+    try:
+        root = _parse_xml(body, status)
+        if root.tag == "Error":
+            code, message = _text(root, "Code"), _text(root, "Message")
+            request_id = _text(root, "RequestId")
+    except ResponseParseError:
+        message = body[:200].decode("utf-8", "replace").strip() or None
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if request_id:
+        detail += f" (RequestId {request_id})"
+    if status == 429 or code in _THROTTLE_CODES:
+        return ThrottledError(
+            detail,
+            status=str(status),
+            code=code,
+            retry_after=retry_after_seconds(headers.get("Retry-After")),
+        )
+    if status in (401, 403) or code in _AUTH_CODES:
+        return AuthError(detail, status=str(status), code=code)
+    if status == 404 and (code is None or code in _NOT_FOUND_CODES):
+        return NotFoundError(detail, status=str(status), code=code)
+    return UpstreamError(detail, status=str(status), code=code)
+
+
+class TencentCI:
+    """Polls `GET /ai_jobs/<id>` (or `/jobs/<id>,<id>` for media jobs) on the bucket's CI host."""
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        config: TencentAccount,
+        credentials: TencentCredentials,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self.batch_size = config.batch_size
+        self._config = config
+        self._credentials = credentials
+        self._session = session
+        self._timeout = timeout
+        self._now = now
+        self._base = URL(config.base_url)
+        self._api = "/ai_jobs" if config.job_api == "ai_jobs" else "/jobs"
+
+    async def _get(self, path: str, params: Mapping[str, str]) -> bytes:
+        """Sign and send; the unencoded path is signed, the encoded one sent (as the SDK does)."""
+        creds = self._credentials
+        host = self._base.host_port_subcomponent or ""
+        headers = {"Host": host}
+        if creds.token is not None:
+            headers[tencent.CI_TOKEN_HEADER] = creds.token.get_secret_value()
+        base_path = self._base.raw_path.rstrip("/")
+        authorization = tencent.sign(
+            method="GET",
+            path=base_path + path,
+            params=params,
+            headers=headers,
+            secret_id=creds.secret_id.get_secret_value(),
+            secret_key=creds.secret_key.get_secret_value(),
+            start=int(self._now()),
+            expire=SIGNATURE_LIFETIME,
+        )
+        url = self._base.with_path(base_path + quote(path, safe="/-_.~"), encoded=True)
+        if params:
+            url = url.with_query(params)
+        status, response_headers, body = await http_get(
+            self._session,
+            url,
+            {**headers, "Authorization": authorization, "Accept": "application/xml"},
+            self._timeout,
+        )
+        if status != 200:
+            raise _error(status, response_headers, body)
+        return body
+
+    async def fetch(self, job_id: str) -> JobSnapshot:
+        outcome = (await self.fetch_many([job_id]))[job_id]
+        if isinstance(outcome, ProviderError):
+            raise outcome
+        return outcome
+
+    async def fetch_many(self, job_ids: Sequence[str]) -> dict[str, JobSnapshot | ProviderError]:
+        """One request for up to `batch_size` ids; each id gets a snapshot or its own error."""
+        body = await self._get(f"{self._api}/{','.join(job_ids)}", {})
+        jobs, missing, _ = parse_response(body)
+        found = {job.job_id: job for job in jobs}
+        results: dict[str, JobSnapshot | ProviderError] = {}
+        for job_id in job_ids:
+            if job_id in found:
+                results[job_id] = found[job_id]
+            elif job_id in missing:
+                results[job_id] = NotFoundError(
+                    "the cloud lists this id in NonExistJobIds", status="200", code="NonExistJobIds"
+                )
+            else:
+                results[job_id] = ResponseParseError(
+                    "the answer neither describes this job nor lists it as missing", status="200"
+                )
+        return results
+
+    async def list_jobs(
+        self,
+        *,
+        queue_id: str | None,
+        tag: str | None,
+        states: Sequence[str],
+        since: float,
+        page_size: int = LIST_PAGE_SIZE,
+        next_token: str | None = None,
+    ) -> JobList:
+        """One page of the list API, newest first, jobs created after `since`."""
+        start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+        params = {"size": str(page_size), "orderByTime": "Desc", "startCreationTime": start}
+        if queue_id:
+            params["queueId"] = queue_id
+        if tag:
+            params["tag"] = tag
+        if states:
+            params["states"] = ",".join(states)
+        if next_token:
+            params["nextToken"] = next_token
+        jobs, _, token = parse_response(await self._get(self._api, params))
+        return JobList(tuple(jobs), token)

@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings, *, demo: bool) -> int:
     host, port = _split_listen(settings.listen)
-    if not settings.jobs and not demo:
+    discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
+    if not settings.jobs and not demo and not discovering:
         log.warning("no_jobs_configured", extra={"hint": "add jobs to the config, or try --demo"})
     shown = "localhost" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
     shown = f"[{shown}]" if ":" in shown else shown

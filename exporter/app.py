@@ -179,6 +179,11 @@ def job_document(job: JobState) -> dict[str, Any]:
         terminal=snapshot.terminal,
         created_at=snapshot.created_at,
         updated_at=snapshot.updated_at,
+        started_at=snapshot.started_at,
+        finished_at=snapshot.finished_at,
+        queue_id=snapshot.queue_id,
+        progress=snapshot.progress,
+        details=dict(snapshot.extra),
         failure=None
         if snapshot.phase is not Phase.FAILED
         else {"code": snapshot.failure_code, "reason": snapshot.failure_reason},

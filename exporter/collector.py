@@ -255,7 +255,8 @@ class JobCollector(Collector):
 
         discovery_ok = _family(
             "cloudjob_discovery_last_success",
-            "1 if the account's last job discovery run walked every page, 0 if it failed.",
+            "1 if the account's last job discovery run succeeded, 0 if a list call failed (a "
+            "run stopped at the page bound still counts as success; see discovery_truncated).",
         )
         discovery_at = _family(
             "cloudjob_discovery_last_run_timestamp_seconds",
@@ -272,6 +273,13 @@ class JobCollector(Collector):
             "Jobs that job discovery added to the tracked set.",
             ("account", "provider"),
             ((key, status.added_total) for key, status in view.discovery.items()),
+        )
+        yield _counter(
+            "cloudjob_failures",
+            "Entries into the failed phase across jobs, by failure code: rates by code outlive "
+            "the jobs themselves (per-job counts are cloudjob_job_failures_total).",
+            ("account", "provider", "job_type", "code"),
+            view.failures.items(),
         )
         yield _counter(
             "cloudjob_parse_errors",

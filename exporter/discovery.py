@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
-from exporter.model import ProviderError
+from exporter.model import ProviderError, ThrottledError
 from exporter.poller import Poller
 from exporter.providers.base import JobList
 from exporter.store import Store
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 # A run stops after this many pages, whatever the next-page token says: a bound, not a limit
 # anyone should reach (100 pages of 100 jobs).
 MAX_LIST_PAGES = 100
+# How long a throttled list call holds the account back when the cloud gives no Retry-After.
+THROTTLE_PAUSE = 5.0
 
 
 @runtime_checkable
@@ -50,12 +52,16 @@ async def discover_once(
     wall: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Walk every page of the list API once; returns how many new jobs were added."""
+    """Walk every page of the list API once and record the run; returns the jobs added.
+
+    Jobs from pages before a failure are kept (and counted); the run still counts as failed.
+    """
     since = wall() - spec.lookback
     token: str | None = None
     added = 0
+    limiter = poller.limiter(lister.account)
     for _ in range(MAX_LIST_PAGES):
-        await poller.limiter(lister.account).acquire()
+        await limiter.acquire()
         started = monotonic()
         try:
             page = await lister.list_jobs(
@@ -71,6 +77,12 @@ async def discover_once(
                 store.record_request(
                     lister.account, lister.provider, error.status, monotonic() - started
                 )
+            if isinstance(error, ThrottledError):
+                # Polls of the same account back off too, as after a throttled poll.
+                limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
+            store.record_discovery(
+                lister.account, lister.provider, ok=False, at=wall(), added=added
+            )
             raise
         store.record_request(lister.account, lister.provider, "200", monotonic() - started)
         added += poller.add_discovered(
@@ -83,6 +95,7 @@ async def discover_once(
         log.warning(
             "discovery_truncated", extra={"account": lister.account, "pages": MAX_LIST_PAGES}
         )
+    store.record_discovery(lister.account, lister.provider, ok=True, at=wall(), added=added)
     return added
 
 
@@ -102,7 +115,6 @@ async def run_discovery(
         try:
             added = await discover_once(lister, spec, poller, store, wall=wall)
         except ProviderError as error:
-            store.record_discovery(lister.account, lister.provider, ok=False, at=wall())
             level = logging.DEBUG if failing else logging.WARNING
             failing = True
             log.log(
@@ -117,7 +129,6 @@ async def run_discovery(
                 },
             )
         else:
-            store.record_discovery(lister.account, lister.provider, ok=True, at=wall(), added=added)
             if failing:
                 log.info("discovery_recovered", extra={"account": lister.account})
             failing = False

@@ -107,6 +107,8 @@ class StoreView:
     # (account, provider, job_type, phase) -> run times of jobs seen finishing.
     job_durations: Mapping[tuple[str, str, str, str], Histogram]
     discovery: Mapping[tuple[str, str], DiscoveryStatus]
+    # (account, provider, job_type, code) -> entries into the failed phase.
+    failures: Mapping[tuple[str, str, str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class Store:
         self._poll_errors: dict[tuple[str, str, str], int] = {}
         self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
+        self._failures: dict[tuple[str, str, str, str], int] = {}
 
     def track(self, key: JobKey, provider: str, labels: Mapping[str, str]) -> None:
         """Start (or keep) tracking a job; changed static labels take effect at once."""
@@ -170,6 +173,14 @@ class Store:
         if before is None:  # forgotten while the poll was in flight
             return None
         entered_failed = snapshot.phase is Phase.FAILED and before.phase is not Phase.FAILED
+        if entered_failed:
+            code_key = (
+                key.account,
+                before.provider,
+                snapshot.job_type,
+                snapshot.failure_code or "",
+            )
+            self._failures[code_key] = self._failures.get(code_key, 0) + 1
         duration_observed = before.duration_observed and snapshot.terminal
         if snapshot.terminal:
             terminal_since = before.terminal_since if before.terminal_since is not None else at
@@ -250,4 +261,5 @@ class Store:
             poll_errors=dict(self._poll_errors),
             job_durations={key: h.copy() for key, h in self._job_durations.items()},
             discovery=dict(self._discovery),
+            failures=dict(self._failures),
         )

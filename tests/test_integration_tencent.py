@@ -267,3 +267,20 @@ async def test_discovery_finds_unlisted_jobs_across_pages(
     # A job created later is found by the next run.
     cloud.sim.add_job("a-found-late", STUCK, queue_id="q-discover")
     await _wait_for(server, lambda t: _value(t, "cloudjob_job_info", job_id="a-found-late") == 1)
+
+
+async def test_a_refused_list_call_is_recorded_as_a_failed_discovery_run(
+    cloud: Cloud, aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    cloud.sim.add_job("a-found-0", STUCK, queue_id="q-discover")
+    # Discovery signs with a key the simulator does not know: every list call is refused.
+    extra = "    discover: {queue_id: q-discover, lookback: 1h, interval: 0.3s}\n"
+    path = tmp_path / "config.yaml"
+    path.write_text(_config(cloud.url, extra=extra))
+    environ = {"T_ID": SECRET_ID, "T_KEY": "wrong-key", "T_TOKEN": TOKEN}
+    server = await aiohttp_server(create_app(load_settings(path), environ=environ))
+    text = await _wait_for(
+        server, lambda t: _value(t, "cloudjob_discovery_last_success", account="tc") == 0
+    )
+    assert _value(text, "cloudjob_api_requests_total", account="tc", status="403") is not None
+    assert _value(text, "cloudjob_job_info", job_id="a-found-0") is None

@@ -292,3 +292,16 @@ def test_completed_durations_are_observed_once_per_run_with_start_finish_and_que
     assert f"cloudjob_completed_job_duration_seconds_count{{{labels}}} 2.0".encode() in _render(
         store
     )
+
+
+def test_failures_are_also_counted_by_code_across_jobs() -> None:
+    store = Store()
+    for job_id in ("a", "b"):
+        store.track(JobKey("hw", job_id), "huawei_metastudio", {})
+        store.record_success(JobKey("hw", job_id), snapshot("FAILED", job_id, failure_code="E1"), 1)
+    store.record_success(JobKey("hw", "a"), snapshot("FAILED", "a", failure_code="E1"), 2)
+    text = _render(store)
+    assert (
+        b'cloudjob_failures_total{account="hw",code="E1",job_type="VOICE_ASSESS",'
+        b'provider="huawei_metastudio"} 2.0'
+    ) in text

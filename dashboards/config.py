@@ -1,0 +1,33 @@
+"""Every threshold and duration of the bundled alerts, in one place (kubernetes-mixin style).
+
+Change a value here, run `make dashboards`, and the rules file, its documentation in RUNBOOK.md
+and the dashboard's thresholds follow.
+"""
+
+from __future__ import annotations
+
+# Where runbooks live; each alert links to its anchor.
+RUNBOOK_URL = (
+    "https://github.com/cloudjob-exporter/cloudjob-exporter/blob/main/dashboards/RUNBOOK.md"
+)
+
+# How long a condition must hold before an alert fires.
+FOR = {
+    "CloudJobFailed": "1m",
+    "CloudJobStuckPending": "5m",
+    "CloudJobStuckRunning": "5m",
+    "CloudJobAssessmentOutOfRange": "1m",
+    "CloudJobPollingFailing": "10m",
+    "CloudJobPollsStale": "5m",
+    "CloudJobAPIAuthFailing": "5m",
+    "CloudJobAPIThrottled": "10m",
+    "CloudJobDiscoveryFailing": "15m",
+    "CloudJobExporterAbsent": "5m",
+}
+
+# A job in one phase for longer than this (seconds since its last state change) is stuck.
+STUCK_SECONDS = {"pending": 3600, "running": 6 * 3600}
+# A job not polled for this long has stale series (terminal jobs are polled every 10 min).
+STALE_SECONDS = 1800
+# Window for counting auth and throttling failures.
+ERROR_WINDOW = "15m"

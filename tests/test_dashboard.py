@@ -1,0 +1,59 @@
+"""The bundled Grafana dashboard: generated, committed in sync, and importable anywhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dashboards.generate import DASHBOARD_FILE, dashboard_text
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))
+
+
+def _model() -> dict[str, Any]:
+    model: dict[str, Any] = json.loads(Path(DASHBOARD_FILE).read_text())
+    return model
+
+
+def test_the_committed_dashboard_is_what_the_generator_writes() -> None:
+    assert Path(DASHBOARD_FILE).read_text() == dashboard_text(), (
+        "run `make dashboards` and commit the result"
+    )
+
+
+def test_the_dashboard_has_a_fixed_uid_and_the_documented_variables() -> None:
+    model = _model()
+    assert model["uid"] == "cloudjob-exporter"
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    for name in ("account", "provider", "job_type"):
+        assert variables[name]["multi"] is True
+        assert variables[name]["includeAll"] is True
+    assert any(v["type"] == "adhoc" for v in variables.values())
+
+
+def test_every_panel_has_a_description_a_unit_and_the_datasource_variable() -> None:
+    panels = [p for p in _panels(_model()["panels"]) if p["type"] != "row"]
+    assert len(panels) >= 10
+    queries = 0
+    for panel in panels:
+        title = panel["title"]
+        assert panel.get("description"), title
+        assert panel["fieldConfig"]["defaults"].get("unit"), title
+        assert panel["datasource"]["uid"] == "${datasource}", title
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}", title
+            queries += 1
+    assert queries >= 10
+
+
+def test_the_issue_rows_are_all_there() -> None:
+    rows = [p["title"] for p in _model()["panels"] if p["type"] == "row"]
+    for wanted in ("Overview", "Jobs", "Failures", "Assessment", "latency", "health"):
+        assert any(wanted.lower() in row.lower() for row in rows), (wanted, rows)

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 LISTEN ?= 127.0.0.1:9871
 
-.PHONY: run demo test lint typecheck pytest system-deps clean
+.PHONY: run demo stack dashboards test lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 
 run demo: $(STAMP)
 	$(BIN)/python -m exporter --demo --listen $(LISTEN) $(ARGS)
+
+# The demo exporter plus a real Prometheus (bundled rules loaded) and Alertmanager on 127.0.0.1.
+stack: $(STAMP) system-deps
+	$(BIN)/python -m dashboards.stack $(ARGS)
+
+# Regenerate the committed dashboard JSON and rules YAML from dashboards/*.py.
+dashboards: $(STAMP)
+	$(BIN)/python -m dashboards.generate
 
 # promtool (package prometheus) and Alertmanager come from Debian; install them when missing.
 system-deps:
@@ -29,11 +37,11 @@ system-deps:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check exporter tests dashboards
+	$(BIN)/ruff format --check exporter tests dashboards
 
 typecheck: $(STAMP)
-	$(BIN)/mypy exporter
+	$(BIN)/mypy exporter dashboards
 
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -q $(ARGS)

@@ -16,6 +16,7 @@ from exporter import __version__
 from exporter.app import create_app
 from exporter.config import ConfigError, Settings, check_credentials, load_settings
 from exporter.logs import setup_logging
+from exporter.sharding import Shard, ShardError, resolve_shard
 
 log = logging.getLogger("exporter")
 PROG = "cloudjob-exporter"
@@ -49,8 +50,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--log-level", choices=["debug", "info", "warning", "error"], type=str.lower
     )
     parser.add_argument("--log-format", choices=["text", "json"], type=str.lower)
+    parser.add_argument(
+        "--shard",
+        metavar="N|auto",
+        help="poll only shard N of the jobs; auto: the StatefulSet pod ordinal (POD_NAME)",
+    )
+    parser.add_argument(
+        "--total-shards", type=int, metavar="M", help="number of shards (default 1: all jobs)"
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser.parse_args(argv)
+
+
+def _shard_flag(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -72,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("listen", args.listen),
             ("log_level", args.log_level),
             ("log_format", args.log_format),
+            ("shard", _shard_flag(args.shard)),
+            ("total_shards", args.total_shards),
         )
         if value is not None
     }
@@ -82,9 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(exc.problems)
     problems = check_credentials(settings)
+    prefix = f"{args.config}: " if args.config else ""
     if problems:
-        prefix = f"{args.config}: " if args.config else ""
         return _fail([prefix + problem for problem in problems])
+    try:
+        shard = resolve_shard(settings.shard, settings.total_shards, os.environ)
+    except ShardError as exc:
+        return _fail([f"{prefix}shard: {exc}"])
     if args.check_config:
         print(  # noqa: T201 - the answer the user asked for
             f"{args.config or 'defaults'}: ok ({len(settings.accounts)} accounts, "
@@ -92,10 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     setup_logging(settings.log_level, settings.log_format)
-    return serve(settings, demo=args.demo)
+    return serve(settings, demo=args.demo, shard=shard)
 
 
-def serve(settings: Settings, *, demo: bool) -> int:
+def serve(settings: Settings, *, demo: bool, shard: Shard) -> int:
     host, port = _split_listen(settings.listen)
     discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
     if not settings.jobs and not demo and not discovering:
@@ -110,11 +129,12 @@ def serve(settings: Settings, *, demo: bool) -> int:
             "demo": demo,
             "accounts": len(settings.accounts),
             "jobs": len(settings.jobs),
+            "shard": str(shard),
         },
     )
     try:
         web.run_app(
-            create_app(settings, demo=demo),
+            create_app(settings, demo=demo, shard=shard),
             host=host,
             port=port,
             shutdown_timeout=3.0,

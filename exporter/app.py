@@ -24,6 +24,7 @@ from exporter.model import Phase
 from exporter.poller import Poller
 from exporter.providers.base import Provider
 from exporter.providers.registry import build_providers
+from exporter.sharding import Shard
 from exporter.store import JobState, Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -47,6 +48,7 @@ def create_app(
     demo: bool = False,
     environ: Mapping[str, str] | None = None,
     wall: Callable[[], float] = time.time,
+    shard: Shard | None = None,
 ) -> web.Application:
     """Build the app; polling starts when it starts and stops (cancelled, awaited) when it stops.
 
@@ -56,7 +58,8 @@ def create_app(
     app = web.Application(client_max_size=64 * 1024)
     store = Store()
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(JobCollector(store.view, wall))
+    shard = shard or Shard()
+    registry.register(JobCollector(store.view, wall, shard=(shard.index, shard.total)))
     ProcessCollector(registry=registry)
     app[SETTINGS] = settings
     app[STORE] = store
@@ -65,7 +68,8 @@ def create_app(
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         # One pooled session for every cloud call; registered first so it closes last.
         async with aiohttp.ClientSession(
-            headers={"User-Agent": f"cloudjob-exporter/{__version__}"},
+            # The shard in the User-Agent lets a cloud's access logs tell replicas apart.
+            headers={"User-Agent": f"cloudjob-exporter/{__version__} (shard {shard})"},
             connector=aiohttp.TCPConnector(limit=settings.max_concurrency),
         ) as session:
             app[SESSION] = session
@@ -84,7 +88,7 @@ def create_app(
 
     async def poller_ctx(app: web.Application) -> AsyncIterator[None]:
         built: dict[str, Provider] = app[PROVIDERS]
-        poller = Poller(store, built, settings, wall=wall)
+        poller = Poller(store, built, settings, wall=wall, owns=shard.owns)
         poller.set_jobs([*settings.jobs, *app.get(DEMO_JOBS, [])])
         app[POLLER] = poller
         tasks = [asyncio.create_task(poller.run(), name="poller")]

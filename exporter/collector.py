@@ -72,9 +72,16 @@ def _num(text: float) -> str:
 
 
 class JobCollector(Collector):
-    def __init__(self, view: Callable[[], StoreView], wall: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        view: Callable[[], StoreView],
+        wall: Callable[[], float],
+        *,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
         self._view = view
         self._wall = wall
+        self._shard = shard
 
     def collect(self) -> Iterator[Metric]:
         view = self._view()
@@ -231,6 +238,16 @@ class JobCollector(Collector):
             1.0,
         )
         yield build
+        shard = _family(
+            "cloudjob_exporter_shard",
+            "Which share of the jobs this replica polls (--shard of --total-shards); always 1.",
+            "info",
+        )
+        index, total = self._shard
+        shard.add_sample(
+            "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
+        )
+        yield shard
 
         yield _counter(
             "cloudjob_api_requests",

@@ -257,6 +257,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=32, ge=1, le=10000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # This replica's share of the jobs: an index, or "auto" (the StatefulSet pod ordinal).
+    shard: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+    total_shards: int = Field(default=1, ge=1, le=1000)
     accounts: dict[str, Account] = Field(default_factory=dict)
     jobs: list[JobConfig] = Field(default_factory=list)
 
@@ -274,6 +277,15 @@ class Settings(BaseSettings):
                     f"account name {name!r} may only use letters, digits, '_', '.', '-'"
                 )
         return accounts
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> Settings:
+        if isinstance(self.shard, int) and self.shard >= self.total_shards:
+            raise ValueError(
+                f"shard: {self.shard} is outside 0..{self.total_shards - 1} "
+                f"(total_shards {self.total_shards})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _jobs_name_known_accounts(self) -> Settings:

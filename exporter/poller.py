@@ -50,8 +50,10 @@ class Poller:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        owns: Callable[[str, str], bool] = lambda account, job_id: True,
     ) -> None:
         self._store = store
+        self._owns = owns
         self._providers = dict(providers)
         self._settings = settings
         self._wall = wall
@@ -87,7 +89,9 @@ class Poller:
 
         Discovered jobs stay, as long as their account does.
         """
-        wanted = {JobKey(job.account, job.id): job for job in jobs}
+        wanted = {
+            JobKey(job.account, job.id): job for job in jobs if self._owns(job.account, job.id)
+        }
         for key in list(self._jobs):
             discovered = key in self._discovered and key.account in self._providers
             if key not in wanted and not discovered:
@@ -122,7 +126,7 @@ class Poller:
         added = 0
         for snapshot in snapshots:
             key = JobKey(account, snapshot.job_id)
-            if key in self._jobs or key in self._forgotten:
+            if key in self._jobs or key in self._forgotten or not self._owns(account, key.job_id):
                 continue
             self._jobs[key] = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
             self._discovered.add(key)

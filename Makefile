@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 LISTEN ?= 127.0.0.1:9871
 
-.PHONY: run demo stack dashboards test lint typecheck pytest system-deps clean
+.PHONY: run demo stack dashboards chart-sync test lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,10 @@ run demo: $(STAMP)
 stack: $(STAMP) system-deps
 	$(BIN)/python -m dashboards.stack $(ARGS)
 
-# Regenerate the committed dashboard JSON and rules YAML from dashboards/*.py.
+# Regenerate the committed dashboard JSON and rules YAML from dashboards/*.py, and the chart's copies.
 dashboards: $(STAMP)
 	$(BIN)/python -m dashboards.generate
+	$(MAKE) chart-sync
 
 # promtool (package prometheus) and Alertmanager come from Debian; install them when missing.
 system-deps:
@@ -50,3 +51,9 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+
+# Helm cannot read outside its chart: copy the generated dashboard and rules into it. A test fails
+# when they differ (tests/test_helm_chart.py).
+chart-sync:
+	cp dashboards/cloudjob-exporter.json dashboards/cloudjob-exporter.rules.yaml \
+		helm/cloudjob-exporter/files/

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     setup_logging(settings.log_level, settings.log_format)
-    return serve(settings, demo=args.demo, shard=shard)
+
+    def reload_settings() -> Settings:
+        return load_settings(args.config, overrides, defaults=DEMO_DEFAULTS if args.demo else None)
+
+    return serve(
+        settings,
+        demo=args.demo,
+        shard=shard,
+        loader=reload_settings if args.config else None,
+        config_path=args.config,
+    )
 
 
-def serve(settings: Settings, *, demo: bool, shard: Shard) -> int:
+def serve(
+    settings: Settings,
+    *,
+    demo: bool,
+    shard: Shard,
+    loader: Callable[[], Settings] | None = None,
+    config_path: Path | None = None,
+) -> int:
     host, port = _split_listen(settings.listen)
     discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
     if not settings.jobs and not demo and not discovering:
@@ -134,7 +151,7 @@ def serve(settings: Settings, *, demo: bool, shard: Shard) -> int:
     )
     try:
         web.run_app(
-            create_app(settings, demo=demo, shard=shard),
+            create_app(settings, demo=demo, shard=shard, loader=loader, config_path=config_path),
             host=host,
             port=port,
             shutdown_timeout=3.0,

@@ -82,6 +82,7 @@ class JobCollector(Collector):
         self._view = view
         self._wall = wall
         self._shard = shard
+        self._started = wall()
 
     def collect(self) -> Iterator[Metric]:
         view = self._view()
@@ -216,6 +217,16 @@ class JobCollector(Collector):
         yield from (failures, failure_info)
         yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
 
+        tracked = _family(
+            "cloudjob_jobs_tracked",
+            "Tracked jobs by where they came from: config file, API registration, discovery.",
+        )
+        by_source: dict[str, int] = {"config": 0, "api": 0, "discovery": 0}
+        for job in view.jobs:
+            by_source[job.source] = by_source.get(job.source, 0) + 1
+        for source, count in sorted(by_source.items()):
+            tracked.add_sample(tracked.name, {"source": source}, float(count))
+        yield tracked
         jobs = _family(
             "cloudjob_jobs",
             "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
@@ -248,6 +259,19 @@ class JobCollector(Collector):
             "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
         )
         yield shard
+        reload_ok = _family(
+            "cloudjob_config_last_reload_successful",
+            "1 if the last config reload worked (or none was tried), 0 if the running config "
+            "is older than the file because the file is invalid.",
+        )
+        reload_ok.add_sample(reload_ok.name, {}, float(view.reload_ok))
+        yield reload_ok
+        reload_at = _family(
+            "cloudjob_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (start-up or reload), Unix time.",
+        )
+        reload_at.add_sample(reload_at.name, {}, view.reload_success_at or self._started)
+        yield reload_at
 
         yield _counter(
             "cloudjob_api_requests",

@@ -241,6 +241,19 @@ class JobConfig(Strict):
         return _check_label_names(labels)
 
 
+class ApiConfig(Strict):
+    """The write API's bearer token; without one, registrations and reloads are refused."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiConfig:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("set token_env or token_file, not both")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration. Field names are a public contract: users' files depend on them."""
 
@@ -262,6 +275,13 @@ class Settings(BaseSettings):
     total_shards: int = Field(default=1, ge=1, le=1000)
     accounts: dict[str, Account] = Field(default_factory=dict)
     jobs: list[JobConfig] = Field(default_factory=list)
+    api: ApiConfig = ApiConfig()
+    # SQLite file for registered and discovered jobs and every job's last state; None: memory.
+    state_file: Path | None = None
+    # Registrations and discoveries past this many tracked jobs are refused.
+    max_jobs: int = Field(default=50_000, ge=1, le=10_000_000)
+    # How often the config file and credential files are checked for changes (0: never).
+    reload_check_interval: float = Field(default=10.0, ge=0)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -536,6 +556,32 @@ def _default_env(env_name: str | None, file: Path | None, default: str) -> str |
     return env_name or default
 
 
+def resolve_api_token(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> SecretStr | None:
+    """The write API's token, or None when none is configured; ConfigError if unreadable."""
+    api = settings.api
+    if api.token_env is None and api.token_file is None:
+        return None
+    env = os.environ if environ is None else environ
+    (token,) = _secrets("api.", [("token", api.token_env, api.token_file)], env)
+    return token
+
+
+def watched_files(settings: Settings) -> list[Path]:
+    """Credential files whose change should reload the config (a rotated Kubernetes Secret)."""
+    paths: list[Path] = []
+    for account in settings.accounts.values():
+        auth = account.auth
+        for name in type(auth).model_fields:
+            value = getattr(auth, name)
+            if name.endswith("_file") and value is not None:
+                paths.append(value)
+    if settings.api.token_file is not None:
+        paths.append(settings.api.token_file)
+    return paths
+
+
 def check_credentials(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     problems: list[str] = []
     for name, account in settings.accounts.items():
@@ -543,4 +589,8 @@ def check_credentials(settings: Settings, environ: Mapping[str, str] | None = No
             resolve_credentials(name, account, environ)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    try:
+        resolve_api_token(settings, environ)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     return problems

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter.app import DEMO_JOBS, DISCOVERIES, PROVIDERS, SESSION, SETTINGS
+from exporter.app import SESSION, SETTINGS
 from exporter.config import (
     ConfigError,
     Discovery,
@@ -24,6 +24,7 @@ from exporter.config import (
 )
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio
 from exporter.providers.tencent_ci import TencentCI
+from exporter.runtime import RUNTIME
 
 # Not secrets: the simulator is built into every copy and listens on loopback only.
 from exporter.simulator.metastudio import (
@@ -51,6 +52,7 @@ DEMO_TENCENT_LISTED = DEMO_TENCENT_JOBS[0].job_id
 
 async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    runtime = app[RUNTIME]
     for name in (DEMO_HUAWEI_ACCOUNT, DEMO_TENCENT_ACCOUNT):
         if name in settings.accounts:
             raise ConfigError([f"accounts.{name}: this name is reserved for --demo"])
@@ -64,7 +66,7 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         project_id=DEMO_PROJECT_ID,
         endpoint=base_url,
     )
-    app[PROVIDERS][DEMO_HUAWEI_ACCOUNT] = HuaweiMetaStudio(
+    runtime.extra_providers[DEMO_HUAWEI_ACCOUNT] = HuaweiMetaStudio(
         account=DEMO_HUAWEI_ACCOUNT,
         config=account,
         credentials=HuaweiCredentials(
@@ -73,7 +75,7 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         session=app[SESSION],
         timeout=settings.request_timeout,
     )
-    app[DEMO_JOBS] = [
+    runtime.extra_jobs = [
         JobConfig(account=DEMO_HUAWEI_ACCOUNT, id=job_id, labels={"team": "demo"})
         for job_id in sim.job_ids()
     ]
@@ -93,7 +95,7 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_size=5,
         discover=discovery,
     )
-    app[PROVIDERS][DEMO_TENCENT_ACCOUNT] = TencentCI(
+    runtime.extra_providers[DEMO_TENCENT_ACCOUNT] = TencentCI(
         account=DEMO_TENCENT_ACCOUNT,
         config=tencent,
         credentials=TencentCredentials(
@@ -103,13 +105,13 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         session=app[SESSION],
         timeout=settings.request_timeout,
     )
-    app[DEMO_JOBS].append(
+    runtime.extra_jobs.append(
         JobConfig(account=DEMO_TENCENT_ACCOUNT, id=DEMO_TENCENT_LISTED, labels={"team": "demo"})
     )
-    app[DISCOVERIES].append((DEMO_TENCENT_ACCOUNT, discovery))
+    runtime.extra_discoveries.append((DEMO_TENCENT_ACCOUNT, discovery))
     log.info(
         "demo_started",
-        extra={"huawei": base_url, "tencent": tencent_url, "jobs": len(app[DEMO_JOBS])},
+        extra={"huawei": base_url, "tencent": tencent_url, "jobs": len(runtime.extra_jobs)},
     )
     try:
         yield

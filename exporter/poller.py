@@ -19,7 +19,7 @@ from exporter.config import JobConfig, Settings
 from exporter.model import JobSnapshot, ProviderError, ResponseParseError, ThrottledError
 from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
-from exporter.store import JobKey, Store, Transition
+from exporter.store import JobKey, JobState, Store, Transition
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,31 @@ BACKOFF_CAP = 30.0
 MAX_INLINE_WAIT = 30.0
 # New jobs start within this many seconds (spread out), not one poll interval later.
 FIRST_POLL_SPREAD = 2.0
+
+
+SOURCE_CONFIG = "config"
+SOURCE_API = "api"
+SOURCE_DISCOVERY = "discovery"
+
+
+class RegistrationError(Exception):
+    """A job the poller will not take; the message is for the API's caller."""
+
+
+class UnknownAccount(RegistrationError):
+    pass
+
+
+class Conflict(RegistrationError):
+    pass
+
+
+class JobLimitReached(RegistrationError):
+    pass
+
+
+class NotMine(RegistrationError):
+    pass
 
 
 @dataclass(order=True, slots=True)
@@ -61,6 +86,7 @@ class Poller:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._jobs: dict[JobKey, JobConfig] = {}
+        self._sources: dict[JobKey, str] = {}
         self._generation: dict[JobKey, int] = {}
         # One schedule per account, so a batch can take that account's next due jobs.
         self._heaps: dict[str, list[_Due]] = {}
@@ -68,41 +94,131 @@ class Poller:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._unknown_states_logged: set[tuple[str, str]] = set()
-        # Jobs dropped after their retention, and when: discovery must not bring them back.
+        # Jobs dropped after their retention or deleted, and when: discovery must not bring
+        # them back.
         self._forgotten: dict[JobKey, float] = {}
-        self._discovered: set[JobKey] = set()
-        self._limiters = {
-            name: RateLimiter(
-                getattr(settings.accounts.get(name), "max_rps", None),
-                monotonic=monotonic,
-                sleep=sleep,
-            )
-            for name in self._providers
-        }
+        # Config jobs' saved states, waiting for the config to say whether the jobs still exist.
+        self._restored: dict[JobKey, JobState] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._update_limiters()
         self.running = False
+
+    def _update_limiters(self) -> None:
+        for name in self._providers:
+            rate = getattr(self._settings.accounts.get(name), "max_rps", None)
+            if name not in self._limiters or self._limiters[name].rate != rate:
+                self._limiters[name] = RateLimiter(
+                    rate, monotonic=self._monotonic, sleep=self._sleep
+                )
 
     def limiter(self, account: str) -> RateLimiter:
         return self._limiters[account]
 
+    @property
+    def forgotten(self) -> Mapping[JobKey, float]:
+        return self._forgotten
+
+    def reconfigure(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
+        """A reloaded config: new settings and accounts; then `set_jobs` with its jobs.
+
+        Jobs of accounts that are gone, whatever their source, stop and lose their series.
+        """
+        self._settings = settings
+        self._providers = dict(providers)
+        self._update_limiters()
+        for key in list(self._jobs):
+            if key.account not in self._providers:
+                self._drop(key)
+
     def set_jobs(self, jobs: Iterable[JobConfig]) -> None:
         """Make the configured jobs exactly `jobs`: new ones start soon, dropped ones vanish.
 
-        Discovered jobs stay, as long as their account does.
+        Jobs registered through the API or found by discovery stay.
         """
         wanted = {
-            JobKey(job.account, job.id): job for job in jobs if self._owns(job.account, job.id)
+            JobKey(job.account, job.id): job
+            for job in jobs
+            if self._owns(job.account, job.id) and job.account in self._providers
         }
         for key in list(self._jobs):
-            discovered = key in self._discovered and key.account in self._providers
-            if key not in wanted and not discovered:
+            if self._sources.get(key) == SOURCE_CONFIG and key not in wanted:
                 self._drop(key)
         for key, job in wanted.items():
-            provider = self._providers[job.account]
-            is_new = key not in self._jobs
-            self._jobs[key] = job
-            self._store.track(key, provider.provider, job.labels)
-            if is_new:
-                self._schedule(key, self._rng.uniform(0, self._first_poll_spread(provider)))
+            self._track(key, job, SOURCE_CONFIG)
+        for key in self._restored:  # saved, but the config no longer lists them
+            self._store.forget(key)
+        self._restored.clear()
+
+    def _track(self, key: JobKey, job: JobConfig, source: str) -> bool:
+        """Track or update a job; True when it is new (its first poll is then scheduled)."""
+        provider = self._providers[key.account]
+        is_new = key not in self._jobs
+        if is_new and key in self._restored:
+            self._store.restore(self._restored.pop(key))
+        self._jobs[key] = job
+        self._sources[key] = source
+        self._forgotten.pop(key, None)
+        self._store.track(
+            key, provider.provider, job.labels, source=source, poll_interval=job.poll_interval
+        )
+        if is_new:
+            self._schedule(key, self._rng.uniform(0, self._first_poll_spread(provider)))
+        return is_new
+
+    def register(self, job: JobConfig, source: str = SOURCE_API) -> bool:
+        """Track a job handed over at run time; True if new, False if already tracked alike.
+
+        Raises Conflict when the id is tracked with other labels or interval, JobLimitReached
+        past `max_jobs`, UnknownAccount, and NotMine when another shard owns the job.
+        """
+        if job.account not in self._providers:
+            raise UnknownAccount(f"unknown account {job.account!r}")
+        key = JobKey(job.account, job.id)
+        if not self._owns(job.account, job.id):
+            raise NotMine(f"job {job.id!r} of {job.account!r} belongs to another shard")
+        current = self._jobs.get(key)
+        if current is not None:
+            if current.labels != job.labels or current.poll_interval != job.poll_interval:
+                raise Conflict(
+                    f"job {job.id!r} of {job.account!r} is already tracked "
+                    f"(from {self._sources[key]}) with different labels or poll_interval"
+                )
+            return False
+        if len(self._jobs) >= self._settings.max_jobs:
+            raise JobLimitReached(
+                f"{len(self._jobs)} jobs tracked: max_jobs ({self._settings.max_jobs}) reached"
+            )
+        return self._track(key, job, source)
+
+    def unregister(self, key: JobKey) -> None:
+        """Stop tracking a registered or discovered job; its series go at the next scrape.
+
+        Raises KeyError if unknown, and Conflict for a job of the config file (remove it there).
+        """
+        source = self._sources[key]
+        if source == SOURCE_CONFIG:
+            raise Conflict(f"job {key.job_id!r} comes from the config file: remove it there")
+        self._forgotten[key] = self._wall()
+        self._drop(key, tombstone=True)
+
+    def restore(self, states: Iterable[JobState], forgotten: Mapping[JobKey, float]) -> None:
+        """Resume from the state file: registered and discovered jobs come back with their
+        last state; config jobs get their state back if the config still lists them."""
+        self._forgotten.update(forgotten)
+        for state in states:
+            key = state.key
+            if key.account not in self._providers or not self._owns(key.account, key.job_id):
+                self._store.forget(key)
+                continue
+            self._restored[key] = state
+            if state.source != SOURCE_CONFIG:
+                job = JobConfig(
+                    account=key.account,
+                    id=key.job_id,
+                    labels=dict(state.labels),
+                    poll_interval=state.poll_interval,
+                )
+                self._track(key, job, state.source)
 
     def add_discovered(
         self,
@@ -121,26 +237,30 @@ class Poller:
         for key, when in list(self._forgotten.items()):
             if now - when > horizon:
                 del self._forgotten[key]
-        provider = self._providers[account]
         jitter = self._rng.uniform(0.9, 1.1)  # one for all, so they can share requests
         added = 0
         for snapshot in snapshots:
             key = JobKey(account, snapshot.job_id)
             if key in self._jobs or key in self._forgotten or not self._owns(account, key.job_id):
                 continue
-            self._jobs[key] = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
-            self._discovered.add(key)
-            self._store.track(key, provider.provider, labels)
+            if len(self._jobs) >= self._settings.max_jobs:
+                log.warning(
+                    "job_limit_reached",
+                    extra={"account": account, "max_jobs": self._settings.max_jobs},
+                )
+                break
+            job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
+            self._track(key, job, SOURCE_DISCOVERY)
             self._log_success(self._store.record_success(key, snapshot, now))
             self._schedule(key, self._interval(key) * jitter)
             added += 1
         return added
 
-    def _drop(self, key: JobKey) -> None:
-        self._discovered.discard(key)
+    def _drop(self, key: JobKey, *, tombstone: bool = False) -> None:
+        self._sources.pop(key, None)
         self._jobs.pop(key, None)
         self._generation.pop(key, None)
-        self._store.forget(key)
+        self._store.forget(key, tombstone=self._forgotten.get(key) if tombstone else None)
 
     def _interval(self, key: JobKey) -> float:
         job = self._jobs[key]
@@ -224,7 +344,7 @@ class Poller:
             if self._expired(key):
                 log.info("job_forgotten", extra={"account": key.account, "job_id": key.job_id})
                 self._forgotten[key] = self._wall()
-                self._drop(key)
+                self._drop(key, tombstone=True)
             else:
                 live.append(key)
         if live:

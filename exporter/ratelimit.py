@@ -29,6 +29,10 @@ class RateLimiter:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
     def pause_until(self, moment: float) -> None:
         self._paused_until = max(self._paused_until, moment)
 

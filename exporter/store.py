@@ -64,6 +64,9 @@ class JobState:
     first_seen_at: float | None = None
     # Whether this run's duration went into the completed-jobs histogram (once per run).
     duration_observed: bool = False
+    # Where the job came from: config, api or discovery; and its own poll interval, if any.
+    source: str = "config"
+    poll_interval: float | None = None
 
     @property
     def phase(self) -> Phase:
@@ -109,6 +112,9 @@ class StoreView:
     discovery: Mapping[tuple[str, str], DiscoveryStatus]
     # (account, provider, job_type, code) -> entries into the failed phase.
     failures: Mapping[tuple[str, str, str, str], int]
+    # The last config reload: did it work, and when did one last work.
+    reload_ok: bool = True
+    reload_success_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,18 +155,71 @@ class Store:
         self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
         self._failures: dict[tuple[str, str, str, str], int] = {}
+        self._reload_ok = True
+        self._reload_success_at: float | None = None
+        self._dirty: set[JobKey] = set()
+        self._removed: dict[JobKey, float | None] = {}
 
-    def track(self, key: JobKey, provider: str, labels: Mapping[str, str]) -> None:
+    def track(
+        self,
+        key: JobKey,
+        provider: str,
+        labels: Mapping[str, str],
+        *,
+        source: str = "config",
+        poll_interval: float | None = None,
+    ) -> None:
         """Start (or keep) tracking a job; changed static labels take effect at once."""
         frozen_labels = tuple(sorted(labels.items()))
         current = self._jobs.get(key)
         if current is None:
-            self._jobs[key] = JobState(key=key, provider=provider, labels=frozen_labels)
-        elif current.labels != frozen_labels or current.provider != provider:
-            self._jobs[key] = replace(current, labels=frozen_labels, provider=provider)
+            self._set(
+                JobState(
+                    key=key,
+                    provider=provider,
+                    labels=frozen_labels,
+                    source=source,
+                    poll_interval=poll_interval,
+                )
+            )
+        elif (current.labels, current.provider, current.source, current.poll_interval) != (
+            frozen_labels,
+            provider,
+            source,
+            poll_interval,
+        ):
+            self._set(
+                replace(
+                    current,
+                    labels=frozen_labels,
+                    provider=provider,
+                    source=source,
+                    poll_interval=poll_interval,
+                )
+            )
 
-    def forget(self, key: JobKey) -> None:
+    def restore(self, state: JobState) -> None:
+        """Put back a job's state from the state file, as it was before a restart."""
+        self._jobs[state.key] = state
+
+    def forget(self, key: JobKey, *, tombstone: float | None = None) -> None:
+        """Drop a job; `tombstone` (when) keeps discovery from finding it again."""
         self._jobs.pop(key, None)
+        self._dirty.discard(key)
+        self._removed[key] = tombstone
+
+    def _set(self, state: JobState) -> None:
+        self._jobs[state.key] = state
+        self._dirty.add(state.key)
+        self._removed.pop(state.key, None)
+
+    def take_changes(self) -> tuple[list[JobState], dict[JobKey, float | None]]:
+        """What changed since the last call, for the state file: current states and removals."""
+        changed = [self._jobs[key] for key in self._dirty if key in self._jobs]
+        removed = self._removed
+        self._dirty = set()
+        self._removed = {}
+        return changed, removed
 
     def get(self, key: JobKey) -> JobState | None:
         return self._jobs.get(key)
@@ -202,7 +261,7 @@ class Store:
             first_seen_at=before.first_seen_at if before.first_seen_at is not None else at,
             duration_observed=duration_observed,
         )
-        self._jobs[key] = after
+        self._set(after)
         for name in snapshot.parse_errors:
             bucket = (before.provider, name)
             self._parse_errors[bucket] = self._parse_errors.get(bucket, 0) + 1
@@ -220,7 +279,7 @@ class Store:
             last_poll_at=at,
             last_error=PollError(error.reason, str(error), error.code, error.status),
         )
-        self._jobs[key] = after
+        self._set(after)
         bucket = (key.account, before.provider, error.reason)
         self._poll_errors[bucket] = self._poll_errors.get(bucket, 0) + 1
         if error.reason == "parse":
@@ -236,6 +295,11 @@ class Store:
         if histogram is None:
             histogram = self._job_durations[bucket] = Histogram(JOB_DURATION_BUCKETS)
         histogram.observe(seconds)
+
+    def record_reload(self, *, ok: bool, at: float) -> None:
+        self._reload_ok = ok
+        if ok:
+            self._reload_success_at = at
 
     def record_discovery(
         self, account: str, provider: str, *, ok: bool, at: float, added: int = 0
@@ -262,4 +326,6 @@ class Store:
             job_durations={key: h.copy() for key, h in self._job_durations.items()},
             discovery=dict(self._discovery),
             failures=dict(self._failures),
+            reload_ok=self._reload_ok,
+            reload_success_at=self._reload_success_at,
         )

@@ -493,8 +493,9 @@ def test_selectors_never_carry_the_chart_or_version_labels(helm: Helm, value_set
             if doc["kind"] != "ServiceMonitor":
                 assert selector == SELECTOR_LABELS, doc["kind"]
                 assert matches(selector, pod_labels), doc["kind"]
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
     for doc in docs:
-        assert doc["metadata"]["labels"]["helm.sh/chart"] == "cloudjob-exporter-0.1.0"
+        assert doc["metadata"]["labels"]["helm.sh/chart"] == f"cloudjob-exporter-{version}"
 
 
 def test_the_helm_test_pod_is_selected_by_nothing(helm: Helm) -> None:
@@ -839,7 +840,7 @@ def test_the_helm_test_pod_passes_against_a_running_exporter(helm: Helm, tmp_pat
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 - http://
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
                     break
             except OSError:
                 assert exporter.poll() is None, exporter.stderr.read() if exporter.stderr else ""

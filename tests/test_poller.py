@@ -13,7 +13,7 @@ from exporter.config import JobConfig, Settings
 from exporter.model import JobSnapshot, NotFoundError, ProviderError, ThrottledError, UpstreamError
 from exporter.poller import Poller
 from exporter.ratelimit import RateLimiter
-from exporter.store import JobKey, Store
+from exporter.store import JobKey, JobState, Store
 from tests.conftest import snapshot
 
 
@@ -282,3 +282,28 @@ async def test_discovered_jobs_are_tracked_once_and_not_rediscovered_after_reten
     assert poller.add_discovered("tc", found, {}, horizon=3600) == 0  # tombstoned
     clock.now += 4000
     assert poller.add_discovered("tc", found, {}, horizon=3600) == 1  # tombstone aged out
+
+
+async def test_restored_config_jobs_come_back_only_if_the_config_still_lists_them() -> None:
+    from dataclasses import replace
+
+    store = Store()
+    provider = BatchingProvider("hw", 1, {"kept", "dropped", "registered"})
+    poller = Poller(store, {"hw": provider}, Settings())
+    saved = [
+        replace(
+            JobState(key=JobKey("hw", name), provider="tencent_ci"),
+            source=source,
+            snapshot=snapshot("PROCESSING", name),
+            failures=3,
+        )
+        for name, source in (("kept", "config"), ("dropped", "config"), ("registered", "api"))
+    ]
+    poller.restore(saved, {})
+    poller.set_jobs([JobConfig(account="hw", id="kept")])
+    assert sorted(k.job_id for k in store.job_keys()) == ["kept", "registered"]
+    kept = store.get(JobKey("hw", "kept"))
+    assert kept is not None
+    assert kept.failures == 3
+    _, removed = store.take_changes()
+    assert JobKey("hw", "dropped") in removed

@@ -194,7 +194,8 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
     # No sample carries a timestamp: values are as of the last poll, said in HELP instead.
     for line in text.decode().splitlines():
         if not line.startswith("#"):
-            assert len(line.rsplit("} ", 1)[-1].split()) == 1, line
+            value = line.rsplit("} ", 1)[-1] if "{" in line else line.split(" ", 1)[1]
+            assert len(value.split()) == 1, line
 
 
 def test_a_forgotten_job_vanishes_from_the_next_scrape() -> None:

@@ -1,0 +1,213 @@
+"""The JSON API: read tracked jobs; register and delete jobs at run time; trigger a reload.
+
+Writes need `Authorization: Bearer <token>` (config `api.token_env`/`api.token_file`),
+compared in constant time; with no token configured they are refused with 403, since an
+exporter reachable by every pod in a cluster must not let any of them add jobs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from exporter.config import JobConfig, format_errors
+from exporter.model import Phase
+from exporter.poller import Conflict, JobLimitReached, NotMine, RegistrationError, UnknownAccount
+from exporter.runtime import RUNTIME, Runtime
+from exporter.store import JobKey, JobState
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+def json_response(document: Any, *, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(document), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    response = json_response({"error": message}, status=status)
+    response.headers.update(headers)
+    return response
+
+
+def job_document(job: JobState) -> dict[str, Any]:
+    """The JSON API's view of a job: everything the metrics cannot carry (reasons, suggestions)."""
+    snapshot = job.snapshot
+    doc: dict[str, Any] = {
+        "account": job.key.account,
+        "provider": job.provider,
+        "job_id": job.key.job_id,
+        "labels": dict(job.labels),
+        "source": job.source,
+        "poll_interval": job.poll_interval,
+        "phase": job.phase.value,
+        "failures_total": job.failures,
+        "poll": {
+            "polls_total": job.polls,
+            "last_success": job.last_poll_success,
+            "last_poll_at": job.last_poll_at,
+            "last_success_at": job.last_success_at,
+            "error": None
+            if job.last_error is None
+            else {
+                "reason": job.last_error.reason,
+                "status": job.last_error.status,
+                "code": job.last_error.code,
+                "message": job.last_error.message,
+            },
+        },
+    }
+    if snapshot is None:
+        return doc
+    doc.update(
+        job_type=snapshot.job_type,
+        state=snapshot.state,
+        documented_state=snapshot.known_state,
+        terminal=snapshot.terminal,
+        created_at=snapshot.created_at,
+        updated_at=snapshot.updated_at,
+        started_at=snapshot.started_at,
+        finished_at=snapshot.finished_at,
+        queue_id=snapshot.queue_id,
+        progress=snapshot.progress,
+        details=dict(snapshot.extra),
+        failure=None
+        if snapshot.phase is not Phase.FAILED
+        else {"code": snapshot.failure_code, "reason": snapshot.failure_reason},
+    )
+    if snapshot.assessments or snapshot.suggestion:
+        doc["assessment"] = {
+            "suggestion": snapshot.suggestion,
+            "metrics": {
+                item.metric: {
+                    "expected": item.expected,
+                    "actual": item.actual,
+                    "status": item.status,
+                    "suggestion": item.suggestion,
+                    "suggestion_en": item.suggestion_en,
+                    "actual_value": item.actual_value,
+                    "expected_min": item.expected_min,
+                    "expected_max": item.expected_max,
+                }
+                for item in snapshot.assessments
+            },
+        }
+    if snapshot.parse_errors:
+        doc["parse_errors"] = list(snapshot.parse_errors)
+    return doc
+
+
+def _authorized(request: web.Request) -> web.Response | None:
+    """None when the request carries the configured token; else the refusal to send."""
+    token = _runtime(request).api_token
+    if token is None:
+        return _error(403, "the write API is disabled: configure api.token_env or api.token_file")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return _error(401, "missing bearer token", **{"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+        return _error(403, "wrong bearer token")
+    return None
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    account = request.query.get("account")
+    phase = request.query.get("phase")
+    if phase is not None and phase not in {p.value for p in Phase}:
+        return _error(400, f"unknown phase {phase!r}")
+    jobs = [
+        job_document(job)
+        for job in sorted(_runtime(request).store.view().jobs, key=lambda j: j.key)
+        if (account is None or job.key.account == account)
+        and (phase is None or job.phase.value == phase)
+    ]
+    return json_response({"jobs": jobs})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    key = JobKey(request.match_info["account"], request.match_info["job_id"])
+    state = _runtime(request).store.get(key)
+    if state is None:
+        return _error(404, f"job {key.job_id!r} of {key.account!r} is not tracked")
+    return json_response(job_document(state))
+
+
+async def register_job(request: web.Request) -> web.Response:
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    body = await request.read()
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"body is not JSON: {exc}")
+    if not isinstance(document, dict):
+        return _error(400, "body must be a JSON object")
+    try:
+        job = JobConfig.model_validate(document)
+    except ValidationError as exc:
+        return _error(400, "; ".join(format_errors(exc)))
+    runtime = _runtime(request)
+    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    try:
+        created = runtime.poller.register(job)
+    except UnknownAccount as exc:
+        return _error(400, f"account: {exc}")
+    except Conflict as exc:
+        return _error(409, str(exc))
+    except JobLimitReached as exc:
+        return _error(429, str(exc))
+    except NotMine as exc:
+        return _error(421, str(exc))
+    except RegistrationError as exc:  # any other refusal, said as it is
+        return _error(400, str(exc))
+    # Durable before we answer: the caller may forget the id the moment it hears back.
+    await runtime.persist()
+    state = runtime.store.get(JobKey(job.account, job.id))
+    assert state is not None  # noqa: S101 - just registered
+    if created:
+        log.info("job_registered", extra={"account": job.account, "job_id": job.id})
+    return json_response(job_document(state), status=201 if created else 200)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    key = JobKey(request.match_info["account"], request.match_info["job_id"])
+    runtime = _runtime(request)
+    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    try:
+        runtime.poller.unregister(key)
+    except KeyError:
+        return _error(404, f"job {key.job_id!r} of {key.account!r} is not tracked")
+    except Conflict as exc:
+        return _error(409, str(exc))
+    await runtime.persist()
+    log.info("job_deleted", extra={"account": key.account, "job_id": key.job_id})
+    return web.Response(status=204)
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    ok, problems = await _runtime(request).reload("api")
+    if not ok:
+        return _error(
+            400, "reload failed, the previous config keeps running: " + "; ".join(problems)
+        )
+    return json_response({"status": "reloaded"})
+
+
+def add_api_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/v1/jobs", list_jobs)
+    router.add_post("/api/v1/jobs", register_job)
+    router.add_get("/api/v1/jobs/{account}/{job_id}", get_job)
+    router.add_delete("/api/v1/jobs/{account}/{job_id}", delete_job)
+    router.add_post("/-/reload", reload_config)

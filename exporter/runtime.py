@@ -1,0 +1,254 @@
+"""The running exporter's moving parts and their life cycle: providers, poller, discovery, the
+state file, and hot reload of the config.
+
+A reload builds everything new first and swaps only when all of it worked, so a broken config
+keeps the old one running (Prometheus' convention, with the same metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import SecretStr
+
+from exporter.config import (
+    ConfigError,
+    Discovery,
+    JobConfig,
+    Settings,
+    TencentAccount,
+    resolve_api_token,
+    watched_files,
+)
+from exporter.discovery import JobLister, run_discovery
+from exporter.poller import Poller
+from exporter.providers.base import Provider
+from exporter.providers.registry import build_providers
+from exporter.sharding import Shard
+from exporter.statefile import StateFile
+from exporter.store import Store
+
+log = logging.getLogger(__name__)
+# How often changed job state is written to the state file.
+PERSIST_INTERVAL = 2.0
+# Settings a reload cannot change in a running process.
+RESTART_ONLY = ("listen", "state_file", "max_concurrency", "shard", "total_shards")
+
+Loader = Callable[[], Settings]
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        environ: Mapping[str, str] | None = None,
+        wall: Callable[[], float] = time.time,
+        shard: Shard | None = None,
+        loader: Loader | None = None,
+        config_path: Path | None = None,
+        fixed_providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.shard = shard or Shard()
+        self.loader = loader
+        self.config_path = config_path
+        self._environ = environ
+        self._wall = wall
+        self._fixed_providers = fixed_providers
+        self.session: aiohttp.ClientSession | None = None
+        self.providers: dict[str, Provider] = {}
+        # What --demo adds next to the config; kept across reloads.
+        self.extra_providers: dict[str, Provider] = {}
+        self.extra_jobs: list[JobConfig] = []
+        self.extra_discoveries: list[tuple[str, Discovery]] = []
+        self.poller: Poller | None = None
+        self.api_token: SecretStr | None = None
+        self.statefile: StateFile | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._persist_lock = asyncio.Lock()
+        self._mtimes: dict[Path, float | None] = {}
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def _providers_for(self, settings: Settings) -> dict[str, Provider]:
+        """Raises ConfigError when credentials are missing."""
+        if self._fixed_providers is not None:
+            built = dict(self._fixed_providers)
+        else:
+            assert self.session is not None  # noqa: S101 - started before any build
+            built = build_providers(settings, self.session, self._environ)
+        return {**built, **self.extra_providers}
+
+    def _discoveries(self, settings: Settings) -> list[tuple[str, Discovery]]:
+        configured = [
+            (name, account.discover)
+            for name, account in settings.accounts.items()
+            if isinstance(account, TencentAccount) and account.discover is not None
+        ]
+        return configured + self.extra_discoveries
+
+    def _spawn(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks[name] = asyncio.create_task(coroutine, name=name)
+
+    async def _cancel(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _start_discoveries(self, settings: Settings) -> None:
+        assert self.poller is not None  # noqa: S101 - started before
+        for account, spec in self._discoveries(settings):
+            lister = self.providers.get(account)
+            if isinstance(lister, JobLister):
+                self._spawn(
+                    f"discovery {account}",
+                    run_discovery(lister, spec, self.poller, self.store, wall=self._wall),
+                )
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        settings = self.settings
+        self.providers = self._providers_for(settings)
+        self.api_token = resolve_api_token(settings, self._environ)
+        poller = Poller(self.store, self.providers, settings, wall=self._wall, owns=self.shard.owns)
+        self.poller = poller
+        if settings.state_file is not None:
+            self.statefile = StateFile(settings.state_file)
+            loaded = await self.statefile.open()
+            poller.restore(loaded.jobs, loaded.forgotten)
+            log.info(
+                "state_loaded",
+                extra={"state_file": str(settings.state_file), "jobs": len(loaded.jobs)},
+            )
+        else:
+            log.warning(
+                "state_in_memory",
+                extra={"hint": "set state_file to keep registered jobs across restarts"},
+            )
+        poller.set_jobs([*settings.jobs, *self.extra_jobs])
+        await self.persist()
+        self._spawn("poller", poller.run())
+        self._start_discoveries(settings)
+        if self.statefile is not None:
+            self._spawn("persist", self._persist_forever())
+        if self.loader is not None:
+            self._on_sighup()
+            if settings.reload_check_interval > 0:
+                self._mtimes = self._current_mtimes(settings)
+                self._spawn("config watch", self._watch_forever())
+
+    def _on_sighup(self) -> None:
+        """SIGHUP reloads, as for Prometheus; only the main thread's loop can take signals."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: self._spawn("reload sighup", self._reload_task("sighup"))
+            )
+
+    async def _reload_task(self, reason: str) -> None:
+        await self.reload(reason)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for name in list(self._tasks):
+            await self._cancel(name)
+        if self.statefile is not None:
+            await self.persist()
+            await self.statefile.close()
+            self.statefile = None
+
+    async def persist(self) -> None:
+        """Write what changed to the state file (no-op in memory). Serialized: one at a time."""
+        if self.statefile is None:
+            self.store.take_changes()  # nothing keeps them; drop
+            return
+        async with self._persist_lock:
+            changed, removed = self.store.take_changes()
+            await self.statefile.write(changed, removed)
+
+    async def _persist_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL)
+            try:
+                await self.persist()
+            except Exception:  # a full disk must not stop polling; said in the log
+                log.exception("state_write_failed")
+
+    # -- reload ----------------------------------------------------------------------------
+
+    def _current_mtimes(self, settings: Settings) -> dict[Path, float | None]:
+        paths = ([self.config_path] if self.config_path else []) + watched_files(settings)
+        mtimes: dict[Path, float | None] = {}
+        for path in paths:
+            try:
+                mtimes[path] = path.stat().st_mtime
+            except OSError:
+                mtimes[path] = None
+        return mtimes
+
+    async def _watch_forever(self) -> None:
+        """Reload when the config file or a credential file changes (a rotated Secret)."""
+        while True:
+            await asyncio.sleep(self.settings.reload_check_interval)
+            mtimes = self._current_mtimes(self.settings)
+            if mtimes != self._mtimes:
+                self._mtimes = mtimes
+                await self.reload("file_changed")
+
+    async def reload(self, reason: str) -> tuple[bool, list[str]]:
+        """Load the config again and apply it; on any problem keep the old one running."""
+        if self.loader is None:
+            return False, ["no config file to reload"]
+        try:
+            settings = self.loader()
+            providers = self._providers_for(settings)
+            token = resolve_api_token(settings, self._environ)
+        except ConfigError as exc:
+            self.store.record_reload(ok=False, at=self._wall())
+            log.error("reload_failed", extra={"reason": reason, "problems": exc.problems})
+            return False, exc.problems
+        ignored = [
+            key for key in RESTART_ONLY if getattr(settings, key) != getattr(self.settings, key)
+        ]
+        if ignored:
+            log.warning("reload_needs_restart", extra={"keys": ignored})
+        assert self.poller is not None  # noqa: S101 - started before
+        for name in [name for name in self._tasks if name.startswith("discovery ")]:
+            await self._cancel(name)
+        self.poller.reconfigure(settings, providers)
+        self.poller.set_jobs([*settings.jobs, *self.extra_jobs])
+        self.settings = settings
+        self.providers = providers
+        self.api_token = token
+        self._start_discoveries(settings)
+        self._mtimes = self._current_mtimes(settings)
+        self.store.record_reload(ok=True, at=self._wall())
+        log.info(
+            "config_reloaded",
+            extra={
+                "reason": reason,
+                "accounts": len(settings.accounts),
+                "jobs": len(settings.jobs),
+            },
+        )
+        return True, []
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

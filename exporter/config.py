@@ -24,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 DEFAULT_LISTEN = "0.0.0.0:9871"
 PROVIDERS = ("huawei_metastudio", "tencent_ci")
@@ -349,8 +354,10 @@ def _raw_job_reference_problems(data: Mapping[str, Any]) -> list[str]:
     if not isinstance(accounts, dict) or not isinstance(jobs, list):
         return []
     pairs = [(job.get("account"), job.get("id")) for job in jobs if isinstance(job, dict)]
-    if len(pairs) != len(jobs):
-        return []
+    if len(pairs) != len(jobs) or not all(
+        isinstance(account, str) and isinstance(job_id, str) for account, job_id in pairs
+    ):
+        return []  # malformed entries: the per-key errors already say so
     return job_reference_problems(pairs, {str(name) for name in accounts})
 
 
@@ -384,16 +391,23 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             [f"{path}: the top level must be a mapping of keys, not {type(data).__name__}"]
         )
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError([f"{path}: top-level keys must be names, not {key!r}" for key in odd])
     return data
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
+    """`accounts.hw.auth`, `jobs[2].id`; an odd key (spaces, newlines) is shown quoted."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
+        if isinstance(part, int) or not _PLAIN_KEY.match(part):
+            out += f"[{part!r}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
 
 
@@ -425,7 +439,8 @@ def format_errors(error: ValidationError) -> list[str]:
             lines.extend(message.split("; "))
             continue
         lines.append(f"{where}: {message}" if where else message)
-    return lines
+    # One problem, one line, whatever the file contained.
+    return [" ".join(line.split("\n")) for line in lines]
 
 
 def load_settings(
@@ -447,6 +462,9 @@ def load_settings(
         problems = format_errors(exc)
         problems += [p for p in _raw_job_reference_problems(data) if p not in problems]
         raise ConfigError([prefix + line for line in problems]) from None
+    except SettingsError as exc:
+        # A CLOUDJOB_* variable holding a complex value that is not JSON.
+        raise ConfigError([f"environment: {exc}"]) from None
     finally:
         _FileSource.data = {}
 

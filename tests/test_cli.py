@@ -162,3 +162,10 @@ def test_version_and_help(flag: str) -> None:
     result = _run(flag)
     assert result.returncode == 0
     assert "cloudjob-exporter" in result.stdout
+
+
+def test_a_complex_environment_override_that_is_not_json_is_one_line() -> None:
+    result = _run("--check-config", env={"CLOUDJOB_ACCOUNTS": "notjson"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert 'environment: error parsing value for field "accounts"' in result.stderr

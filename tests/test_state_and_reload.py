@@ -278,3 +278,53 @@ async def _wait(server: TestServer, predicate: Callable[[str], bool], within: fl
             return text
         assert time.monotonic() < deadline, text[-2000:]
         await asyncio.sleep(0.05)
+
+
+async def test_sigterm_stops_within_5_s_cancelling_in_flight_polls_and_flushing_state(
+    run_exporter: Callable[[str], Exporter], tmp_path: Path, aiohttp_server: ServerFactory
+) -> None:
+    from aiohttp import web
+
+    sim = MetaStudioSimulator(project_id=PROJECT, credentials={"ak": "sk"})
+    for name in ("job-0", "job-hang"):
+        sim.add_job(name, HAPPY_PATH)
+    hanging = asyncio.Event()
+
+    @web.middleware
+    async def hang(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.match_info.get("job_id") == "job-hang":
+            hanging.set()
+            await asyncio.sleep(60)  # in flight when SIGTERM arrives
+        return await handler(request)
+
+    app = sim.app()
+    app.middlewares.append(hang)
+    cloud = await aiohttp_server(app)
+    # The extra job goes under jobs:, request_timeout at the top level.
+    text = config_text(str(cloud.make_url("/")), extra="  - {account: hw, id: job-hang}\n")
+    text += f"state_file: {tmp_path / 'state.db'}\nrequest_timeout: 120\n"
+    first = run_exporter(text)
+    await asyncio.to_thread(first.start)
+    await asyncio.wait_for(hanging.wait(), 10)
+
+    def polls() -> int:
+        _, doc = _http("GET", first.url + "/api/v1/jobs/hw/job-0")
+        return int(doc["poll"]["polls_total"])
+
+    await _until(lambda: polls() >= 3)
+    before = await asyncio.to_thread(polls)
+    assert first.process is not None
+    first.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = await asyncio.to_thread(first.process.wait, 10)
+    assert time.monotonic() - started < 5
+    assert code == 0
+    assert first.process.stderr is not None
+    assert b"Traceback" not in first.process.stderr.read()
+    # The state written at shutdown holds at least the polls seen just before SIGTERM: the
+    # 2-second periodic write alone would be several polls behind.
+    await cloud.close()
+    second = run_exporter(text)
+    await asyncio.to_thread(second.start)
+    _, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-0")
+    assert doc["poll"]["polls_total"] >= before

@@ -17,6 +17,7 @@ from exporter.app import create_app
 from exporter.config import ConfigError, Settings, check_credentials, load_settings
 from exporter.logs import setup_logging
 from exporter.sharding import Shard, ShardError, resolve_shard
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 PROG = "cloudjob-exporter"
@@ -34,6 +35,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("CLOUDJOB_CONFIG") or None,
         metavar="FILE",
         help="YAML config file (env CLOUDJOB_CONFIG)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        default=os.environ.get("CLOUDJOB_WEB_CONFIG_FILE") or None,
+        metavar="FILE",
+        help="TLS and basic auth, exporter-toolkit format (env CLOUDJOB_WEB_CONFIG_FILE)",
     )
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9871)"
@@ -104,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = resolve_shard(settings.shard, settings.total_shards, os.environ)
     except ShardError as exc:
         return _fail([f"{prefix}shard: {exc}"])
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as exc:
+        return _fail(exc.problems)
     if args.check_config:
         print(  # noqa: T201 - the answer the user asked for
             f"{args.config or 'defaults'}: ok ({len(settings.accounts)} accounts, "
@@ -121,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard=shard,
         loader=reload_settings if args.config else None,
         config_path=args.config,
+        web_config=web_config,
     )
 
 
@@ -131,6 +145,7 @@ def serve(
     shard: Shard,
     loader: Callable[[], Settings] | None = None,
     config_path: Path | None = None,
+    web_config: WebConfig | None = None,
 ) -> int:
     host, port = _split_listen(settings.listen)
     discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
@@ -138,6 +153,8 @@ def serve(
         log.warning("no_jobs_configured", extra={"hint": "add jobs to the config, or try --demo"})
     shown = "localhost" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
     shown = f"[{shown}]" if ":" in shown else shown
+    ssl_context = web_config.ssl_context if web_config is not None else None
+    scheme = "https" if ssl_context is not None else "http"
     log.info(
         "starting",
         extra={
@@ -147,17 +164,27 @@ def serve(
             "accounts": len(settings.accounts),
             "jobs": len(settings.jobs),
             "shard": str(shard),
+            "tls": ssl_context is not None,
+            "basic_auth": bool(web_config and web_config.users),
         },
     )
     try:
         web.run_app(
-            create_app(settings, demo=demo, shard=shard, loader=loader, config_path=config_path),
+            create_app(
+                settings,
+                demo=demo,
+                shard=shard,
+                loader=loader,
+                config_path=config_path,
+                web_config=web_config,
+            ),
             host=host,
             port=port,
+            ssl_context=ssl_context,
             shutdown_timeout=3.0,
             access_log=logging.getLogger("aiohttp.access"),
             print=lambda _: print(  # noqa: T201 - tells the user where to look
-                f"{PROG} {__version__}: serving metrics on http://{shown}:{port}/metrics",
+                f"{PROG} {__version__}: serving metrics on {scheme}://{shown}:{port}/metrics",
                 flush=True,
             ),
         )

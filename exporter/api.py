@@ -110,8 +110,13 @@ def _authorized(request: web.Request) -> web.Response | None:
     token = _runtime(request).api_token
     if token is None:
         return _error(403, "the write API is disabled: configure api.token_env or api.token_file")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    # X-Cloudjob-Token works always; `Authorization: Bearer` only when basic auth
+    # (--web.config.file) is off, since then the Authorization header is free.
+    given = request.headers.get("X-Cloudjob-Token", "")
+    if not given:
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        given = bearer if scheme.lower() == "bearer" else ""
+    if not given.strip():
         return _error(401, "missing bearer token", **{"WWW-Authenticate": "Bearer"})
     if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
         return _error(403, "wrong bearer token")

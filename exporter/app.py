@@ -22,6 +22,7 @@ from exporter.providers.base import Provider
 from exporter.runtime import RUNTIME, Loader, Runtime
 from exporter.sharding import Shard
 from exporter.store import Store
+from exporter.webconfig import WebConfig, install_web_security
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -43,11 +44,13 @@ def create_app(
     shard: Shard | None = None,
     loader: Loader | None = None,
     config_path: Path | None = None,
+    web_config: WebConfig | None = None,
 ) -> web.Application:
     """Build the app; polling starts when it starts and stops (cancelled, awaited) when it stops.
 
     `providers` replaces the ones built from `settings.accounts` (tests); `demo` adds the
-    built-in simulated clouds and their jobs; `loader` re-reads the config for hot reloads.
+    built-in simulated clouds and their jobs; `loader` re-reads the config for hot reloads;
+    `web_config` adds basic auth in front of every route (security headers are always on).
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     store = Store()
@@ -99,6 +102,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     add_api_routes(app.router)
+    install_web_security(app, web_config)
     return app
 
 

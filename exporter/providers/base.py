@@ -60,12 +60,17 @@ async def http_get(
                     f"response of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
                     status=str(response.status),
                 )
-            body = await response.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                raise ResponseParseError(
-                    f"response is over the {MAX_BODY_BYTES}-byte cap", status=str(response.status)
-                )
-            return response.status, response.headers, body
+            # read(n) returns what has arrived so far, not n bytes: read until EOF or the cap.
+            # An early close then raises ClientPayloadError, a network error, not a parse one.
+            body = bytearray()
+            while chunk := await response.content.read(MAX_BODY_BYTES + 1 - len(body)):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise ResponseParseError(
+                        f"response is over the {MAX_BODY_BYTES}-byte cap",
+                        status=str(response.status),
+                    )
+            return response.status, response.headers, bytes(body)
     except TimeoutError:
         raise PollTimeout(f"no answer within {timeout:g}s", status="timeout") from None
     except ProviderError:

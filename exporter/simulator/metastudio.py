@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from exporter.signing import huawei
+from exporter.simulator.faults import FaultDialect, Faults, respond
 from exporter.simulator.scripts import (
     ASSESSED_STATES,
     AUDIT_LOOP,
@@ -45,6 +46,10 @@ JOB_PATH = "/v1/{project_id}/voice-training-manage/user/short-jobs/{job_id}"
 PROJECT_HEADER = "X-Project-Id"
 # The gateway refuses signatures whose X-Sdk-Date is further than this from its own clock.
 MAX_CLOCK_SKEW_SECONDS = 15 * 60
+SKEW_MESSAGE = (
+    "Incorrect app authentication information: request time is more than "
+    "15 minutes away from server time"
+)
 
 # Defaults for `python -m exporter.simulator` and the exporter's --demo; they guard nothing.
 DEMO_PROJECT_ID = "0f1d2c3b4a5948e7a6b5c4d3e2f1a0b9"
@@ -116,6 +121,30 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json(status, {"error_code": code, "error_msg": message})
 
 
+# The gateway's error codes for the statuses a STATUS fault sets (others get a generic code).
+_FAULT_CODES = {
+    401: ("APIGW.0301", "Incorrect IAM authentication information"),
+    403: ("APIGW.0302", "The IAM user is not authorized to access the API"),
+    404: ("APIGW.0101", "The API does not exist or has not been published in the environment"),
+    429: ("APIGW.0308", "The throttling threshold has been reached"),
+    502: ("APIGW.0202", "Backend unavailable"),
+    503: ("APIGW.0202", "Backend unavailable"),
+    504: ("APIGW.0203", "Backend timeout"),
+}
+
+
+def _fault_error(request: web.Request, status: int) -> web.Response:
+    code, message = _FAULT_CODES.get(status, ("MSS.00000001", f"simulated HTTP {status}"))
+    return _error(status, code, message)
+
+
+FAULT_DIALECT = FaultDialect(
+    content_type="application/json",
+    error=_fault_error,
+    expired_signature=lambda request: _error(401, "APIGW.0303", SKEW_MESSAGE),
+)
+
+
 async def _no_such_api(request: web.Request) -> web.Response:
     return _error(
         404,
@@ -148,6 +177,8 @@ class MetaStudioSimulator:
         self._clock = clock
         self._speed = speed
         self._jobs: dict[str, _Job] = {}
+        # Injected failures (errors, slowness, broken bodies) by job id or for every job.
+        self.faults = Faults()
 
     @property
     def project_id(self) -> str:
@@ -227,7 +258,13 @@ class MetaStudioSimulator:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _show_short_job(self, request: web.Request) -> web.Response:
+    async def _show_short_job(self, request: web.Request) -> web.StreamResponse:
+        hit = self.faults.take([request.match_info["job_id"]])
+        if hit is None:
+            return await self._answer_request(request)
+        return await respond(request, hit, FAULT_DIALECT, lambda: self._answer_request(request))
+
+    async def _answer_request(self, request: web.Request) -> web.Response:
         body = await request.read()
         path_project = request.match_info["project_id"]
         rejection = self._authenticate(request, body, path_project)
@@ -288,12 +325,7 @@ class MetaStudioSimulator:
                 "or not in YYYYMMDDTHHMMSSZ format",
             )
         if abs(when.timestamp() - self._clock()) > MAX_CLOCK_SKEW_SECONDS:
-            return _error(
-                401,
-                "APIGW.0303",
-                "Incorrect app authentication information: request time is more than "
-                "15 minutes away from server time",
-            )
+            return _error(401, "APIGW.0303", SKEW_MESSAGE)
         secret_key = self._credentials.get(auth.access_key)
         if secret_key is None:
             return _error(

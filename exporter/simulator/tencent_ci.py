@@ -28,6 +28,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from exporter.signing import tencent
+from exporter.simulator.faults import FaultDialect, Faults, respond
 from exporter.simulator.scripts import Failure, Script, Step, script_of
 from exporter.simulator.tencent_scripts import (
     CANCELLED,
@@ -230,6 +231,21 @@ def _error(request: web.Request, status: int, code: str, message: str) -> web.Re
     )
 
 
+SKEW_MESSAGE = "The difference between the request time and the server's time is too large."
+
+
+def _fault_error(request: web.Request, status: int) -> web.Response:
+    code = _STATUS_CODES.get(status, "InternalError")
+    return _error(request, status, code, f"simulated {status}")
+
+
+FAULT_DIALECT = FaultDialect(
+    content_type=XML_CONTENT_TYPE,
+    error=_fault_error,
+    expired_signature=lambda request: _error(request, 403, "RequestTimeTooSkewed", SKEW_MESSAGE),
+)
+
+
 async def _no_such_resource(request: web.Request) -> web.Response:
     return _error(request, 404, "NoSuchResource", "The specified resource does not exist.")
 
@@ -379,6 +395,8 @@ class TencentCISimulator:
         self._clock = clock
         self._speed = speed
         self._jobs: dict[str, _Job] = {}
+        # Injected failures (errors, slowness, broken bodies) by job id or for every request.
+        self.faults = Faults()
 
     @property
     def bucket(self) -> str:
@@ -456,7 +474,13 @@ class TencentCISimulator:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _describe(self, request: web.Request) -> web.Response:
+    async def _describe(self, request: web.Request) -> web.StreamResponse:
+        hit = self.faults.take(request.match_info["ids"].split(","))
+        if hit is None:
+            return await self._describe_jobs(request)
+        return await respond(request, hit, FAULT_DIALECT, lambda: self._describe_jobs(request))
+
+    async def _describe_jobs(self, request: web.Request) -> web.Response:
         rejection = self._authenticate(request)
         if rejection is not None:
             return rejection
@@ -485,7 +509,13 @@ class TencentCISimulator:
         nodes += [("NonExistJobIds", job_id) for job_id in ids if job_id not in self._jobs]
         return _xml(status, ("Response", nodes))
 
-    async def _list(self, request: web.Request) -> web.Response:
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        hit = self.faults.take(())
+        if hit is None:
+            return await self._list_jobs(request)
+        return await respond(request, hit, FAULT_DIALECT, lambda: self._list_jobs(request))
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
         rejection = self._authenticate(request)
         if rejection is not None:
             return rejection
@@ -544,12 +574,7 @@ class TencentCISimulator:
         now = self._clock()
         for first, last in (auth.sign_time, auth.key_time):
             if now < first:
-                return _error(
-                    request,
-                    403,
-                    "RequestTimeTooSkewed",
-                    "The difference between the request time and the server's time is too large.",
-                )
+                return _error(request, 403, "RequestTimeTooSkewed", SKEW_MESSAGE)
             if now > last:
                 return _error(request, 403, "AccessDenied", "Request has expired.")
         token = self._tokens.get(auth.secret_id)

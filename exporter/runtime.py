@@ -129,6 +129,7 @@ class Runtime:
         poller = Poller(self.store, self.providers, settings, wall=self._wall, owns=self.shard.owns)
         self.poller = poller
         if settings.state_file is not None:
+            self.store.track_changes = True
             self.statefile = StateFile(settings.state_file)
             loaded = await self.statefile.open()
             poller.restore(loaded.jobs, loaded.forgotten)
@@ -177,7 +178,6 @@ class Runtime:
     async def persist(self) -> None:
         """Write what changed to the state file (no-op in memory). Serialized: one at a time."""
         if self.statefile is None:
-            self.store.take_changes()  # nothing keeps them; drop
             return
         async with self._persist_lock:
             changed, removed = self.store.take_changes()

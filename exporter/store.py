@@ -157,6 +157,8 @@ class Store:
         self._failures: dict[tuple[str, str, str, str], int] = {}
         self._reload_ok = True
         self._reload_success_at: float | None = None
+        # Changes are remembered only for a state file to write; in memory nothing collects them.
+        self.track_changes = False
         self._dirty: set[JobKey] = set()
         self._removed: dict[JobKey, float | None] = {}
 
@@ -206,12 +208,16 @@ class Store:
         """Drop a job; `tombstone` (when) keeps discovery from finding it again."""
         self._jobs.pop(key, None)
         self._dirty.discard(key)
-        self._removed[key] = tombstone
+        if self.track_changes:
+            self._removed[key] = tombstone
 
-    def _set(self, state: JobState) -> None:
+    def _set(self, state: JobState, *, durable: bool = True) -> None:
+        """Replace a job's state; `durable=False` for changes not worth a state-file write
+        (poll times and counts: the next poll renews them anyway)."""
         self._jobs[state.key] = state
-        self._dirty.add(state.key)
-        self._removed.pop(state.key, None)
+        if self.track_changes and durable:
+            self._dirty.add(state.key)
+            self._removed.pop(state.key, None)
 
     def take_changes(self) -> tuple[list[JobState], dict[JobKey, float | None]]:
         """What changed since the last call, for the state file: current states and removals."""
@@ -261,7 +267,16 @@ class Store:
             first_seen_at=before.first_seen_at if before.first_seen_at is not None else at,
             duration_observed=duration_observed,
         )
-        self._set(after)
+        self._set(
+            after,
+            durable=(
+                before.snapshot != snapshot
+                or before.failures != after.failures
+                or before.duration_observed != duration_observed
+                or before.terminal_since != terminal_since
+                or before.last_poll_success is not True
+            ),
+        )
         for name in snapshot.parse_errors:
             bucket = (before.provider, name)
             self._parse_errors[bucket] = self._parse_errors.get(bucket, 0) + 1
@@ -279,7 +294,7 @@ class Store:
             last_poll_at=at,
             last_error=PollError(error.reason, str(error), error.code, error.status),
         )
-        self._set(after)
+        self._set(after, durable=before.last_poll_success is not False)
         bucket = (key.account, before.provider, error.reason)
         self._poll_errors[bucket] = self._poll_errors.get(bucket, 0) + 1
         if error.reason == "parse":

@@ -288,6 +288,7 @@ async def test_restored_config_jobs_come_back_only_if_the_config_still_lists_the
     from dataclasses import replace
 
     store = Store()
+    store.track_changes = True
     provider = BatchingProvider("hw", 1, {"kept", "dropped", "registered"})
     poller = Poller(store, {"hw": provider}, Settings())
     saved = [

@@ -306,3 +306,16 @@ def test_failures_are_also_counted_by_code_across_jobs() -> None:
         b'cloudjob_failures_total{account="hw",code="E1",job_type="VOICE_ASSESS",'
         b'provider="huawei_metastudio"} 2.0'
     ) in text
+
+
+def test_without_a_state_file_the_store_collects_no_changes() -> None:
+    # Nothing would ever take them: with churn they would grow without end.
+    store = Store()
+    for n in range(100):
+        store.track(JobKey("hw", f"j{n}"), "huawei_metastudio", {})
+        store.forget(JobKey("hw", f"j{n}"), tombstone=1.0)
+    assert store.take_changes() == ([], {})
+    store.track_changes = True
+    store.track(KEY, "huawei_metastudio", {})
+    changed, _ = store.take_changes()
+    assert [state.key for state in changed] == [KEY]

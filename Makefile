@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 LISTEN ?= 127.0.0.1:9871
 
-.PHONY: run demo stack dashboards chart-sync test lint typecheck pytest system-deps clean
+.PHONY: run demo stack dashboards chart-sync soak test lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy exporter dashboards
 
 pytest: $(STAMP) system-deps
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -m "not slow" $(ARGS)
+
+# The soak (marked slow, ~3 min) in a pytest process of its own: it measures that process's
+# memory, which the rest of the suite would otherwise have filled and fragmented already.
+# Not yet part of `make test`: its RSS bound is not met reliably (issue 7's closing note).
+soak: $(STAMP)
+	$(BIN)/pytest -q -s -m slow $(ARGS)
 
 test: lint typecheck pytest
 

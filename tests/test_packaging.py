@@ -14,7 +14,6 @@ import sys
 import venv
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +35,6 @@ def test_the_dockerfile_is_multi_stage_non_root_and_needs_no_shell() -> None:
     assert re.search(r'^ENTRYPOINT \["cloudjob-exporter"\]$', text, flags=re.MULTILINE)
 
 
-@pytest.mark.slow
 def test_the_wheel_installs_into_a_fresh_venv_and_checks_the_charts_default_config(
     tmp_path: Path,
 ) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 
 import pytest
 
 from exporter.model import JobSnapshot, Phase
+from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
+from exporter.simulator.scripts import HAPPY_PATH
 from exporter.states import phase_of
 
 
@@ -34,6 +37,19 @@ def snapshot(state: str, job_id: str = "job-1", **fields: object) -> JobSnapshot
         known_state=known,
         **fields,  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture
+async def five_job_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
+    """A MetaStudio simulator with jobs job-0..job-4 on loopback, and its URL."""
+    sim = MetaStudioSimulator(
+        project_id="0123456789abcdef0123456789abcdef", credentials={"ak": "sk"}
+    )
+    for n in range(5):
+        sim.add_job(f"job-{n}", HAPPY_PATH)
+    runner, url = await start_simulator(sim)
+    yield sim, url
+    await runner.cleanup()
 
 
 __all__ = ["Phase", "promtool_check_metrics", "snapshot"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +15,12 @@ from aiohttp.test_utils import TestServer
 
 from exporter.app import create_app
 from exporter.config import load_settings
-from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
-from exporter.simulator.scripts import HAPPY_PATH
+from exporter.simulator.metastudio import MetaStudioSimulator
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 PROJECT = "0123456789abcdef0123456789abcdef"
 TOKEN = "api-token-7f3e9c1b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
-    sim = MetaStudioSimulator(project_id=PROJECT, credentials={"ak": "sk"})
-    for n in range(5):
-        sim.add_job(f"job-{n}", HAPPY_PATH)
-    runner, url = await start_simulator(sim)
-    yield sim, url
-    await runner.cleanup()
 
 
 def config_text(url: str, *, token: bool = True, extra: str = "") -> str:
@@ -97,9 +86,9 @@ def polled(job_id: str) -> Callable[[str], bool]:
 
 
 async def test_register_shows_up_within_a_poll_interval_and_delete_removes_it(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, config_text(five_job_cloud[1]))
     job = {"account": "hw", "id": "job-1", "labels": {"team": "voice"}, "poll_interval": 0.3}
     started = time.monotonic()
     status, doc = await call(server, "POST", "/api/v1/jobs", job, **AUTH)
@@ -143,13 +132,13 @@ async def test_register_shows_up_within_a_poll_interval_and_delete_removes_it(
     ],
 )
 async def test_bad_registrations_get_400_with_a_clear_message(
-    cloud: tuple[MetaStudioSimulator, str],
+    five_job_cloud: tuple[MetaStudioSimulator, str],
     aiohttp_server: ServerFactory,
     tmp_path: Path,
     body: Any,
     message: str,
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, config_text(five_job_cloud[1]))
     status, doc = await call(server, "POST", "/api/v1/jobs", body, **AUTH)
     assert status == 400
     assert message in doc["error"]
@@ -157,9 +146,9 @@ async def test_bad_registrations_get_400_with_a_clear_message(
 
 
 async def test_writes_without_the_right_token_change_nothing(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, config_text(five_job_cloud[1]))
     job = {"account": "hw", "id": "job-1"}
     status, doc = await call(server, "POST", "/api/v1/jobs", job)
     assert status == 401
@@ -176,9 +165,9 @@ async def test_writes_without_the_right_token_change_nothing(
 
 
 async def test_without_a_configured_token_writes_are_refused_and_say_why(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1], token=False))
+    server = await exporter(aiohttp_server, tmp_path, config_text(five_job_cloud[1], token=False))
     status, doc = await call(
         server, "POST", "/api/v1/jobs", {"account": "hw", "id": "job-1"}, **AUTH
     )
@@ -187,18 +176,20 @@ async def test_without_a_configured_token_writes_are_refused_and_say_why(
 
 
 async def test_a_body_over_64_kib_is_refused(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, config_text(five_job_cloud[1]))
     big = {"account": "hw", "id": "job-1", "labels": {"x": "y" * 70_000}}
     status, _ = await call(server, "POST", "/api/v1/jobs", big, **AUTH)
     assert status == 413
 
 
 async def test_registrations_past_max_jobs_get_429(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, config_text(cloud[1], extra="max_jobs: 2\n"))
+    server = await exporter(
+        aiohttp_server, tmp_path, config_text(five_job_cloud[1], extra="max_jobs: 2\n")
+    )
     assert (await call(server, "POST", "/api/v1/jobs", {"account": "hw", "id": "job-1"}, **AUTH))[
         0
     ] == 201

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
+from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
 from tests.test_job_api import AUTH, PROJECT, TOKEN, call, config_text, exporter, metrics, polled
 
@@ -115,16 +115,6 @@ def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
         instance.stop()
 
 
-@pytest.fixture
-async def cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
-    sim = MetaStudioSimulator(project_id=PROJECT, credentials={"ak": "sk"})
-    for n in range(5):
-        sim.add_job(f"job-{n}", HAPPY_PATH)
-    runner, url = await start_simulator(sim)
-    yield sim, url
-    await runner.cleanup()
-
-
 async def _until(check: Callable[[], bool], within: float = 10) -> None:
     deadline = time.monotonic() + within
     while not await asyncio.to_thread(check):
@@ -133,9 +123,11 @@ async def _until(check: Callable[[], bool], within: float = 10) -> None:
 
 
 async def test_a_registration_survives_sigkill_right_after_it_returned(
-    cloud: tuple[MetaStudioSimulator, str], run_exporter: Callable[[str], Exporter], tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str],
+    run_exporter: Callable[[str], Exporter],
+    tmp_path: Path,
 ) -> None:
-    text = config_text(cloud[1], extra=f"state_file: {tmp_path / 'state.db'}\n")
+    text = config_text(five_job_cloud[1], extra=f"state_file: {tmp_path / 'state.db'}\n")
     first = run_exporter(text)
     await asyncio.to_thread(first.start)
     job = {"account": "hw", "id": "job-3", "labels": {"team": "voice"}}
@@ -150,9 +142,11 @@ async def test_a_registration_survives_sigkill_right_after_it_returned(
 
 
 async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a_failure(
-    cloud: tuple[MetaStudioSimulator, str], run_exporter: Callable[[str], Exporter], tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str],
+    run_exporter: Callable[[str], Exporter],
+    tmp_path: Path,
 ) -> None:
-    sim, url = cloud
+    sim, url = five_job_cloud
     sim.set_override("job-0", state="FAILED")
     text = config_text(url, extra=f"state_file: {tmp_path / 'state.db'}\n")
     first = run_exporter(text)
@@ -193,9 +187,9 @@ async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a
 
 
 async def test_reload_starts_new_jobs_stops_removed_ones_and_keeps_a_broken_config_out(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    url = cloud[1]
+    url = five_job_cloud[1]
     server = await exporter(aiohttp_server, tmp_path, config_text(url))
     path = tmp_path / "config.yaml"
     await _wait(server, polled("job-0"))
@@ -224,11 +218,11 @@ async def test_reload_starts_new_jobs_stops_removed_ones_and_keeps_a_broken_conf
 
 
 async def test_sighup_and_file_changes_reload_and_a_rotated_token_file_is_picked_up(
-    cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    five_job_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("first-token\n")
-    text = config_text(cloud[1]).replace(
+    text = config_text(five_job_cloud[1]).replace(
         "api: {token_env: T_API}", f"api: {{token_file: {token_file}}}"
     )
     text += "reload_check_interval: 0.2\n"

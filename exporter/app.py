@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import html
 import time
@@ -57,7 +58,9 @@ def create_app(
     store.record_reload(ok=True, at=wall())
     registry = CollectorRegistry(auto_describe=True)
     shard = shard or Shard()
-    registry.register(JobCollector(store.view, wall, shard=(shard.index, shard.total)))
+    registry.register(
+        JobCollector(store.view, wall, shard=(shard.index, shard.total), tasks=_loop_tasks)
+    )
     ProcessCollector(registry=registry)
     runtime = Runtime(
         settings,
@@ -104,6 +107,14 @@ def create_app(
     add_api_routes(app.router)
     install_web_security(app, web_config)
     return app
+
+
+def _loop_tasks() -> int | None:
+    """Tasks of the running loop: scrapes are served on it; None when collected off the loop."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return None
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -78,10 +78,12 @@ class JobCollector(Collector):
         wall: Callable[[], float],
         *,
         shard: tuple[int, int] = (0, 1),
+        tasks: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._view = view
         self._wall = wall
         self._shard = shard
+        self._tasks = tasks
         self._started = wall()
 
     def collect(self) -> Iterator[Metric]:
@@ -259,6 +261,15 @@ class JobCollector(Collector):
             "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
         )
         yield shard
+        tasks = self._tasks()
+        if tasks is not None:
+            alive = _family(
+                "cloudjob_exporter_asyncio_tasks",
+                "Asyncio tasks alive in the exporter's event loop; a count that keeps rising "
+                "while the job count does not is a leak.",
+            )
+            alive.add_sample(alive.name, {}, float(tasks))
+            yield alive
         reload_ok = _family(
             "cloudjob_config_last_reload_successful",
             "1 if the last config reload worked (or none was tried), 0 if the running config "

@@ -248,6 +248,12 @@ async def test_http_surface_negotiates_formats_and_leaks_no_secret(
     assert headers["Content-Encoding"] == "gzip"
     plain = gzip.decompress(body)
     assert b"cloudjob_job_state{" in plain
+    # The poller and the scrape's own handler at least: the soak's leak check reads this.
+    tasks = _value(
+        plain.decode().replace("_tasks ", "_tasks{} "), "cloudjob_exporter_asyncio_tasks"
+    )
+    assert tasks is not None
+    assert tasks >= 2
     status, headers, body = await _get(
         exporter,
         "/metrics",

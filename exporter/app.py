@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import html
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,8 +16,9 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.api import add_api_routes
-from exporter.collector import JobCollector
+from exporter.collector import SummaryCollector
 from exporter.config import Settings
+from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate
 from exporter.model import Phase
 from exporter.providers.base import Provider
 from exporter.runtime import RUNTIME, Loader, Runtime
@@ -25,12 +26,21 @@ from exporter.sharding import Shard
 from exporter.store import Store
 from exporter.webconfig import WebConfig, install_web_security
 
+
+@dataclass(frozen=True, slots=True)
+class Scrapes:
+    """The per-job text cache and the lock that lets one scrape at a time use it."""
+
+    exposition: JobExposition
+    lock: asyncio.Lock
+    wall: Callable[[], float]
+
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+SCRAPES = web.AppKey("scrapes", Scrapes)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-# Responses under this are sent as they are: gzip would cost more than it saves.
-_GZIP_MIN_BYTES = 1024
 # Request bodies past this are refused (413): a job registration is a few hundred bytes.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -59,7 +69,7 @@ def create_app(
     registry = CollectorRegistry(auto_describe=True)
     shard = shard or Shard()
     registry.register(
-        JobCollector(store.view, wall, shard=(shard.index, shard.total), tasks=_loop_tasks)
+        SummaryCollector(store.view, wall, shard=(shard.index, shard.total), tasks=_loop_tasks)
     )
     ProcessCollector(registry=registry)
     runtime = Runtime(
@@ -75,6 +85,7 @@ def create_app(
     app[SETTINGS] = settings
     app[STORE] = store
     app[REGISTRY] = registry
+    app[SCRAPES] = Scrapes(JobExposition(), asyncio.Lock(), wall)
     app[RUNTIME] = runtime
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -119,11 +130,18 @@ def _loop_tasks() -> int | None:
 
 async def metrics(request: web.Request) -> web.Response:
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[REGISTRY])
+    fmt = OPENMETRICS if content_type.startswith("application/openmetrics-text") else TEXT
+    scrapes = request.app[SCRAPES]
+    async with scrapes.lock:
+        # The store's view is an immutable copy, so the thread renders it while polls go on.
+        jobs = request.app[STORE].view().jobs
+        tail = encoder(request.app[REGISTRY])
+        body = await asyncio.to_thread(scrapes.exposition.render, jobs, scrapes.wall(), tail, fmt)
     headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
-    if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) >= _GZIP_MIN_BYTES:
-        body = gzip.compress(body, compresslevel=1)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
         headers["Content-Encoding"] = "gzip"
+    else:
+        body = await asyncio.to_thread(inflate, body)
     headers["Vary"] = "Accept, Accept-Encoding"
     return web.Response(body=body, headers=headers)
 

@@ -15,7 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.model import Phase
+from exporter.model import JobSnapshot, Phase
 from exporter.states import DOCUMENTED_STATES
 from exporter.store import Histogram, JobState, StoreView
 
@@ -23,6 +23,93 @@ PHASES = tuple(phase.value for phase in Phase)
 _POLLED = " As of the job's last successful poll; the exporter polls in the background."
 
 Labels = dict[str, str]
+
+# The per-job families in exposition order: (name, HELP, type). Samples are named after the
+# family, except cloudjob_job_info, cloudjob_job_failure_info and cloudjob_job_failures_total.
+JOB_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("cloudjob_job", "Static facts about a tracked job; always 1." + _POLLED, "info"),
+    (
+        "cloudjob_job_state",
+        "Provider-specific job state: 1 for the current state, 0 for every other documented "
+        "state (a StateSet)." + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_phase",
+        "Normalized job phase (pending, running, succeeded, failed, cancelled, unknown): 1 "
+        "for the current phase, 0 for the others." + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_created_timestamp_seconds",
+        "When the cloud created the job, Unix time.",
+        "gauge",
+    ),
+    (
+        "cloudjob_job_updated_timestamp_seconds",
+        "When the job's state last changed according to the cloud, Unix time." + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_started_timestamp_seconds",
+        "When the job started running according to the cloud, Unix time (where reported).",
+        "gauge",
+    ),
+    (
+        "cloudjob_job_finished_timestamp_seconds",
+        "When the job finished according to the cloud, Unix time (terminal jobs only).",
+        "gauge",
+    ),
+    ("cloudjob_job_age_seconds", "Seconds since the job was created, computed at scrape.", "gauge"),
+    (
+        "cloudjob_job_progress_ratio",
+        "Progress of a running job from 0 to 1, where the cloud reports it." + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_failures",
+        "Entries into the failed phase the exporter has observed (a job first seen failed "
+        "counts once; leaving and re-entering counts again).",
+        "counter",
+    ),
+    (
+        "cloudjob_job_failure",
+        "The cloud's failure code while the job is failed; the reason text is in /api/v1/jobs.",
+        "info",
+    ),
+    (
+        "cloudjob_job_assessment_actual",
+        "Measured value of an assessment metric (unit as the cloud reports it)." + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_assessment_status",
+        "Whether an assessment metric is in its expected range: -1 below, 0 within, 1 above."
+        + _POLLED,
+        "gauge",
+    ),
+    (
+        "cloudjob_job_assessment_expected_min",
+        "Lower bound of an assessment metric's range.",
+        "gauge",
+    ),
+    (
+        "cloudjob_job_assessment_expected_max",
+        "Upper bound of an assessment metric's range.",
+        "gauge",
+    ),
+    (
+        "cloudjob_job_last_poll_success",
+        "1 if the job's last poll succeeded, 0 if it failed (the last good values are kept).",
+        "gauge",
+    ),
+    (
+        "cloudjob_job_last_poll_timestamp_seconds",
+        "When the job was last polled, successfully or not, Unix time: the freshness of its "
+        "series.",
+        "gauge",
+    ),
+)
 
 
 def _family(name: str, help_text: str, kind: str = "gauge") -> Metric:
@@ -93,257 +180,233 @@ class JobCollector(Collector):
         yield from self._exporter_families(view)
 
     def _job_families(self, view: StoreView, now: float) -> Iterator[Metric]:
-        info = _family(
-            "cloudjob_job", "Static facts about a tracked job; always 1." + _POLLED, "info"
-        )
-        state = _family(
-            "cloudjob_job_state",
-            "Provider-specific job state: 1 for the current state, 0 for every other documented "
-            "state (a StateSet)." + _POLLED,
-        )
-        phase = _family(
-            "cloudjob_job_phase",
-            "Normalized job phase (pending, running, succeeded, failed, cancelled, unknown): 1 "
-            "for the current phase, 0 for the others." + _POLLED,
-        )
-        created = _family(
-            "cloudjob_job_created_timestamp_seconds", "When the cloud created the job, Unix time."
-        )
-        updated = _family(
-            "cloudjob_job_updated_timestamp_seconds",
-            "When the job's state last changed according to the cloud, Unix time." + _POLLED,
-        )
-        started = _family(
-            "cloudjob_job_started_timestamp_seconds",
-            "When the job started running according to the cloud, Unix time (where reported).",
-        )
-        finished = _family(
-            "cloudjob_job_finished_timestamp_seconds",
-            "When the job finished according to the cloud, Unix time (terminal jobs only).",
-        )
-        progress = _family(
-            "cloudjob_job_progress_ratio",
-            "Progress of a running job from 0 to 1, where the cloud reports it." + _POLLED,
-        )
-        age = _family(
-            "cloudjob_job_age_seconds", "Seconds since the job was created, computed at scrape."
-        )
-        failures = _family(
-            "cloudjob_job_failures",
-            "Entries into the failed phase the exporter has observed (a job first seen failed "
-            "counts once; leaving and re-entering counts again).",
-            "counter",
-        )
-        failure_info = _family(
-            "cloudjob_job_failure",
-            "The cloud's failure code while the job is failed; the reason text is in /api/v1/jobs.",
-            "info",
-        )
-        actual = _family(
-            "cloudjob_job_assessment_actual",
-            "Measured value of an assessment metric (unit as the cloud reports it)." + _POLLED,
-        )
-        status = _family(
-            "cloudjob_job_assessment_status",
-            "Whether an assessment metric is in its expected range: -1 below, 0 within, 1 above."
-            + _POLLED,
-        )
-        expected_min = _family(
-            "cloudjob_job_assessment_expected_min", "Lower bound of an assessment metric's range."
-        )
-        expected_max = _family(
-            "cloudjob_job_assessment_expected_max", "Upper bound of an assessment metric's range."
-        )
-        poll_ok = _family(
-            "cloudjob_job_last_poll_success",
-            "1 if the job's last poll succeeded, 0 if it failed (the last good values are kept).",
-        )
-        poll_at = _family(
-            "cloudjob_job_last_poll_timestamp_seconds",
-            "When the job was last polled, successfully or not, Unix time: the freshness of its "
-            "series.",
-        )
-        phase_counts: dict[tuple[str, str, str], int] = {}
-        for job in view.jobs:
-            labels = _job_labels(job)
-            key = (job.key.account, job.provider)
-            phase_counts[(*key, job.phase.value)] = phase_counts.get((*key, job.phase.value), 0) + 1
-            if job.last_poll_success is not None:
-                poll_ok.add_sample(poll_ok.name, labels, 1.0 if job.last_poll_success else 0.0)
-            if job.last_poll_at is not None:
-                poll_at.add_sample(poll_at.name, labels, job.last_poll_at)
-            failures.add_sample("cloudjob_job_failures_total", labels, float(job.failures))
-            snapshot = job.snapshot
-            if snapshot is None:
-                continue
-            info_labels = {**labels, "job_type": snapshot.job_type}
-            if snapshot.queue_id is not None:
-                info_labels["queue_id"] = snapshot.queue_id
-            info.add_sample("cloudjob_job_info", info_labels, 1.0)
-            states = DOCUMENTED_STATES.get(job.provider, {})
-            for name in states:
-                state.add_sample(
-                    state.name, {**labels, "state": name}, float(name == snapshot.state)
-                )
-            if snapshot.state not in states:
-                state.add_sample(state.name, {**labels, "state": snapshot.state}, 1.0)
-            for name in PHASES:
-                phase.add_sample(
-                    phase.name, {**labels, "phase": name}, float(name == snapshot.phase)
-                )
-            if snapshot.created_at is not None:
-                created.add_sample(created.name, labels, snapshot.created_at)
-                age.add_sample(age.name, labels, max(0.0, now - snapshot.created_at))
-            if snapshot.updated_at is not None:
-                updated.add_sample(updated.name, labels, snapshot.updated_at)
-            if snapshot.started_at is not None:
-                started.add_sample(started.name, labels, snapshot.started_at)
-            if snapshot.finished_at is not None:
-                finished.add_sample(finished.name, labels, snapshot.finished_at)
-            if snapshot.progress is not None:
-                progress.add_sample(progress.name, labels, snapshot.progress)
-            if snapshot.phase is Phase.FAILED:
-                code = snapshot.failure_code or ""
-                failure_info.add_sample("cloudjob_job_failure_info", {**labels, "code": code}, 1.0)
-            for item in snapshot.assessments:
-                metric_labels = {**labels, "metric": item.metric}
-                if item.actual_value is not None:
-                    actual.add_sample(actual.name, metric_labels, item.actual_value)
-                if item.status is not None:
-                    status.add_sample(status.name, metric_labels, float(item.status))
-                if item.expected_min is not None:
-                    expected_min.add_sample(expected_min.name, metric_labels, item.expected_min)
-                if item.expected_max is not None:
-                    expected_max.add_sample(expected_max.name, metric_labels, item.expected_max)
-        yield from (info, state, phase, created, updated, started, finished, age, progress)
-        yield from (failures, failure_info)
-        yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
-
-        tracked = _family(
-            "cloudjob_jobs_tracked",
-            "Tracked jobs by where they came from: config file, API registration, discovery.",
-        )
-        by_source: dict[str, int] = {"config": 0, "api": 0, "discovery": 0}
-        for job in view.jobs:
-            by_source[job.source] = by_source.get(job.source, 0) + 1
-        for source, count in sorted(by_source.items()):
-            tracked.add_sample(tracked.name, {"source": source}, float(count))
-        yield tracked
-        jobs = _family(
-            "cloudjob_jobs",
-            "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
-        )
-        accounts = sorted({(job.key.account, job.provider) for job in view.jobs})
-        for account, provider in accounts:
-            for name in PHASES:
-                jobs.add_sample(
-                    jobs.name,
-                    {"account": account, "provider": provider, "phase": name},
-                    float(phase_counts.get((account, provider, name), 0)),
-                )
-        yield jobs
+        yield from job_families(view.jobs, now)
+        yield from summary_families(view)
 
     def _exporter_families(self, view: StoreView) -> Iterator[Metric]:
-        build = _family("cloudjob_exporter_build", "The exporter's version; always 1.", "info")
-        build.add_sample(
-            "cloudjob_exporter_build_info",
-            {"version": __version__, "python_version": platform.python_version()},
-            1.0,
-        )
-        yield build
-        shard = _family(
-            "cloudjob_exporter_shard",
-            "Which share of the jobs this replica polls (--shard of --total-shards); always 1.",
-            "info",
-        )
-        index, total = self._shard
-        shard.add_sample(
-            "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
-        )
-        yield shard
-        tasks = self._tasks()
-        if tasks is not None:
-            alive = _family(
-                "cloudjob_exporter_asyncio_tasks",
-                "Asyncio tasks alive in the exporter's event loop; a count that keeps rising "
-                "while the job count does not is a leak.",
+        yield from exporter_families(view, self._started, self._shard, self._tasks())
+
+
+class SummaryCollector(Collector):
+    """Everything but the per-job series, which `exposition.JobExposition` renders faster:
+    job counts and the exporter's own health. Small at any job count."""
+
+    def __init__(
+        self,
+        view: Callable[[], StoreView],
+        wall: Callable[[], float],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        tasks: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self._view = view
+        self._shard = shard
+        self._tasks = tasks
+        self._started = wall()
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        yield from summary_families(view)
+        yield from exporter_families(view, self._started, self._shard, self._tasks())
+
+
+def job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
+    """The per-job families, one sample at a time through prometheus-client: the reference the
+    fast renderer is tested against (same families, same samples)."""
+    info, state, phase, created, updated, started, finished, age, progress = (
+        _family(*spec) for spec in JOB_FAMILIES[:9]
+    )
+    failures, failure_info = (_family(*spec) for spec in JOB_FAMILIES[9:11])
+    actual, status, expected_min, expected_max, poll_ok, poll_at = (
+        _family(*spec) for spec in JOB_FAMILIES[11:]
+    )
+    for job in jobs:
+        labels = _job_labels(job)
+        if job.last_poll_success is not None:
+            poll_ok.add_sample(poll_ok.name, labels, 1.0 if job.last_poll_success else 0.0)
+        if job.last_poll_at is not None:
+            poll_at.add_sample(poll_at.name, labels, job.last_poll_at)
+        failures.add_sample("cloudjob_job_failures_total", labels, float(job.failures))
+        snapshot = job.snapshot
+        if snapshot is None:
+            continue
+        info.add_sample("cloudjob_job_info", {**labels, **info_labels(snapshot)}, 1.0)
+        states = DOCUMENTED_STATES.get(job.provider, {})
+        for name in states:
+            state.add_sample(state.name, {**labels, "state": name}, float(name == snapshot.state))
+        if snapshot.state not in states:
+            state.add_sample(state.name, {**labels, "state": snapshot.state}, 1.0)
+        for name in PHASES:
+            phase.add_sample(phase.name, {**labels, "phase": name}, float(name == snapshot.phase))
+        if snapshot.created_at is not None:
+            created.add_sample(created.name, labels, snapshot.created_at)
+            age.add_sample(age.name, labels, max(0.0, now - snapshot.created_at))
+        if snapshot.updated_at is not None:
+            updated.add_sample(updated.name, labels, snapshot.updated_at)
+        if snapshot.started_at is not None:
+            started.add_sample(started.name, labels, snapshot.started_at)
+        if snapshot.finished_at is not None:
+            finished.add_sample(finished.name, labels, snapshot.finished_at)
+        if snapshot.progress is not None:
+            progress.add_sample(progress.name, labels, snapshot.progress)
+        if snapshot.phase is Phase.FAILED:
+            code = snapshot.failure_code or ""
+            failure_info.add_sample("cloudjob_job_failure_info", {**labels, "code": code}, 1.0)
+        for item in snapshot.assessments:
+            metric_labels = {**labels, "metric": item.metric}
+            if item.actual_value is not None:
+                actual.add_sample(actual.name, metric_labels, item.actual_value)
+            if item.status is not None:
+                status.add_sample(status.name, metric_labels, float(item.status))
+            if item.expected_min is not None:
+                expected_min.add_sample(expected_min.name, metric_labels, item.expected_min)
+            if item.expected_max is not None:
+                expected_max.add_sample(expected_max.name, metric_labels, item.expected_max)
+    yield from (info, state, phase, created, updated, started, finished, age, progress)
+    yield from (failures, failure_info)
+    yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
+
+
+def info_labels(snapshot: JobSnapshot) -> Labels:
+    """cloudjob_job_info's own labels, beside the job's."""
+    labels = {"job_type": snapshot.job_type}
+    if snapshot.queue_id is not None:
+        labels["queue_id"] = snapshot.queue_id
+    return labels
+
+
+def summary_families(view: StoreView) -> Iterator[Metric]:
+    phase_counts: dict[tuple[str, str, str], int] = {}
+    for job in view.jobs:
+        key = (job.key.account, job.provider, job.phase.value)
+        phase_counts[key] = phase_counts.get(key, 0) + 1
+    tracked = _family(
+        "cloudjob_jobs_tracked",
+        "Tracked jobs by where they came from: config file, API registration, discovery.",
+    )
+    by_source: dict[str, int] = {"config": 0, "api": 0, "discovery": 0}
+    for job in view.jobs:
+        by_source[job.source] = by_source.get(job.source, 0) + 1
+    for source, count in sorted(by_source.items()):
+        tracked.add_sample(tracked.name, {"source": source}, float(count))
+    yield tracked
+    jobs = _family(
+        "cloudjob_jobs",
+        "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
+    )
+    accounts = sorted({(job.key.account, job.provider) for job in view.jobs})
+    for account, provider in accounts:
+        for name in PHASES:
+            jobs.add_sample(
+                jobs.name,
+                {"account": account, "provider": provider, "phase": name},
+                float(phase_counts.get((account, provider, name), 0)),
             )
-            alive.add_sample(alive.name, {}, float(tasks))
-            yield alive
-        reload_ok = _family(
-            "cloudjob_config_last_reload_successful",
-            "1 if the last config reload worked (or none was tried), 0 if the running config "
-            "is older than the file because the file is invalid.",
-        )
-        reload_ok.add_sample(reload_ok.name, {}, float(view.reload_ok))
-        yield reload_ok
-        reload_at = _family(
-            "cloudjob_config_last_reload_success_timestamp_seconds",
-            "When the config was last loaded successfully (start-up or reload), Unix time.",
-        )
-        reload_at.add_sample(reload_at.name, {}, view.reload_success_at or self._started)
-        yield reload_at
+    yield jobs
 
-        yield _counter(
-            "cloudjob_api_requests",
-            "Requests made to cloud APIs, by HTTP status (or timeout, connection, error).",
-            ("account", "provider", "status"),
-            view.api_requests.items(),
-        )
 
-        yield _histogram(
-            "cloudjob_api_request_duration_seconds",
-            "Latency of requests to cloud APIs, including failed ones.",
-            ("account", "provider"),
-            view.api_durations.items(),
+def exporter_families(
+    view: StoreView, started: float, shard_of: tuple[int, int], tasks: int | None
+) -> Iterator[Metric]:
+    build = _family("cloudjob_exporter_build", "The exporter's version; always 1.", "info")
+    build.add_sample(
+        "cloudjob_exporter_build_info",
+        {"version": __version__, "python_version": platform.python_version()},
+        1.0,
+    )
+    yield build
+    shard = _family(
+        "cloudjob_exporter_shard",
+        "Which share of the jobs this replica polls (--shard of --total-shards); always 1.",
+        "info",
+    )
+    index, total = shard_of
+    shard.add_sample(
+        "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
+    )
+    yield shard
+    if tasks is not None:
+        alive = _family(
+            "cloudjob_exporter_asyncio_tasks",
+            "Asyncio tasks alive in the exporter's event loop; a count that keeps rising "
+            "while the job count does not is a leak.",
         )
-        yield _histogram(
-            "cloudjob_completed_job_duration_seconds",
-            "Creation-to-finish time of jobs, observed once per job run when the exporter first "
-            "sees it terminal (for job-latency SLOs).",
-            ("account", "provider", "job_type", "phase"),
-            view.job_durations.items(),
-        )
+        alive.add_sample(alive.name, {}, float(tasks))
+        yield alive
+    reload_ok = _family(
+        "cloudjob_config_last_reload_successful",
+        "1 if the last config reload worked (or none was tried), 0 if the running config "
+        "is older than the file because the file is invalid.",
+    )
+    reload_ok.add_sample(reload_ok.name, {}, float(view.reload_ok))
+    yield reload_ok
+    reload_at = _family(
+        "cloudjob_config_last_reload_success_timestamp_seconds",
+        "When the config was last loaded successfully (start-up or reload), Unix time.",
+    )
+    reload_at.add_sample(reload_at.name, {}, view.reload_success_at or started)
+    yield reload_at
 
-        discovery_ok = _family(
-            "cloudjob_discovery_last_success",
-            "1 if the account's last job discovery run succeeded, 0 if a list call failed (a "
-            "run stopped at the page bound still counts as success; see discovery_truncated).",
-        )
-        discovery_at = _family(
-            "cloudjob_discovery_last_run_timestamp_seconds",
-            "When the account's job discovery last ran, Unix time.",
-        )
-        for (account, provider), status in sorted(view.discovery.items()):
-            labels = {"account": account, "provider": provider}
-            discovery_ok.add_sample(discovery_ok.name, labels, float(status.last_success))
-            discovery_at.add_sample(discovery_at.name, labels, status.last_run_at)
-        yield discovery_ok
-        yield discovery_at
-        yield _counter(
-            "cloudjob_discovered_jobs",
-            "Jobs that job discovery added to the tracked set.",
-            ("account", "provider"),
-            ((key, status.added_total) for key, status in view.discovery.items()),
-        )
-        yield _counter(
-            "cloudjob_failures",
-            "Entries into the failed phase across jobs, by failure code: rates by code outlive "
-            "the jobs themselves (per-job counts are cloudjob_job_failures_total).",
-            ("account", "provider", "job_type", "code"),
-            view.failures.items(),
-        )
-        yield _counter(
-            "cloudjob_parse_errors",
-            "Response fields that could not be parsed (per polled response); the field gives no "
-            "sample. field=body: the whole response was unusable.",
-            ("provider", "field"),
-            view.parse_errors.items(),
-        )
-        yield _counter(
-            "cloudjob_poll_errors",
-            "Polls that failed after retries, by reason (auth, throttled, upstream, network, "
-            "timeout, parse, not_found, error).",
-            ("account", "provider", "reason"),
-            view.poll_errors.items(),
-        )
+    yield _counter(
+        "cloudjob_api_requests",
+        "Requests made to cloud APIs, by HTTP status (or timeout, connection, error).",
+        ("account", "provider", "status"),
+        view.api_requests.items(),
+    )
+
+    yield _histogram(
+        "cloudjob_api_request_duration_seconds",
+        "Latency of requests to cloud APIs, including failed ones.",
+        ("account", "provider"),
+        view.api_durations.items(),
+    )
+    yield _histogram(
+        "cloudjob_completed_job_duration_seconds",
+        "Creation-to-finish time of jobs, observed once per job run when the exporter first "
+        "sees it terminal (for job-latency SLOs).",
+        ("account", "provider", "job_type", "phase"),
+        view.job_durations.items(),
+    )
+
+    discovery_ok = _family(
+        "cloudjob_discovery_last_success",
+        "1 if the account's last job discovery run succeeded, 0 if a list call failed (a "
+        "run stopped at the page bound still counts as success; see discovery_truncated).",
+    )
+    discovery_at = _family(
+        "cloudjob_discovery_last_run_timestamp_seconds",
+        "When the account's job discovery last ran, Unix time.",
+    )
+    for (account, provider), status in sorted(view.discovery.items()):
+        labels = {"account": account, "provider": provider}
+        discovery_ok.add_sample(discovery_ok.name, labels, float(status.last_success))
+        discovery_at.add_sample(discovery_at.name, labels, status.last_run_at)
+    yield discovery_ok
+    yield discovery_at
+    yield _counter(
+        "cloudjob_discovered_jobs",
+        "Jobs that job discovery added to the tracked set.",
+        ("account", "provider"),
+        ((key, status.added_total) for key, status in view.discovery.items()),
+    )
+    yield _counter(
+        "cloudjob_failures",
+        "Entries into the failed phase across jobs, by failure code: rates by code outlive "
+        "the jobs themselves (per-job counts are cloudjob_job_failures_total).",
+        ("account", "provider", "job_type", "code"),
+        view.failures.items(),
+    )
+    yield _counter(
+        "cloudjob_parse_errors",
+        "Response fields that could not be parsed (per polled response); the field gives no "
+        "sample. field=body: the whole response was unusable.",
+        ("provider", "field"),
+        view.parse_errors.items(),
+    )
+    yield _counter(
+        "cloudjob_poll_errors",
+        "Polls that failed after retries, by reason (auth, throttled, upstream, network, "
+        "timeout, parse, not_found, error).",
+        ("account", "provider", "reason"),
+        view.poll_errors.items(),
+    )

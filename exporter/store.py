@@ -237,6 +237,10 @@ class Store:
         before = self._jobs.get(key)
         if before is None:  # forgotten while the poll was in flight
             return None
+        if before.snapshot is not None and snapshot == before.snapshot:
+            # Keep the old object: the new one is freed at once, and the scrape's text cache
+            # sees an unchanged job by identity (exposition.py).
+            snapshot = before.snapshot
         entered_failed = snapshot.phase is Phase.FAILED and before.phase is not Phase.FAILED
         if entered_failed:
             code_key = (
@@ -270,7 +274,7 @@ class Store:
         self._set(
             after,
             durable=(
-                before.snapshot != snapshot
+                before.snapshot is not snapshot
                 or before.failures != after.failures
                 or before.duration_observed != duration_observed
                 or before.terminal_since != terminal_since

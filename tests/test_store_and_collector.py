@@ -319,3 +319,20 @@ def test_without_a_state_file_the_store_collects_no_changes() -> None:
     store.track(KEY, "huawei_metastudio", {})
     changed, _ = store.take_changes()
     assert [state.key for state in changed] == [KEY]
+
+
+def test_an_unchanged_poll_keeps_the_snapshot_object_the_scrape_cache_keys_on() -> None:
+    store = Store()
+    store.track(KEY, "huawei_metastudio", {})
+    store.record_success(KEY, snapshot("PROCESSING"), 1000.0)
+    first = store.get(KEY)
+    store.record_success(KEY, snapshot("PROCESSING"), 1010.0)
+    second = store.get(KEY)
+    assert first is not None
+    assert second is not None
+    assert second.snapshot is first.snapshot
+    assert second.last_poll_at == 1010.0
+    store.record_success(KEY, snapshot("SUCCEED"), 1020.0)
+    third = store.get(KEY)
+    assert third is not None
+    assert third.snapshot is not first.snapshot

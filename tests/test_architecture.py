@@ -30,6 +30,9 @@ def _imports(path: Path) -> set[str]:
         ("signing/*.py", "aiohttp"),
         ("simulator/*.py", "prometheus_client"),
         ("collector.py", "aiohttp"),
+        ("exposition.py", "aiohttp"),
+        ("gzip_segments.py", "aiohttp"),
+        ("gzip_segments.py", "prometheus_client"),
         ("store.py", "aiohttp"),
         ("model.py", "aiohttp"),
         ("model.py", "prometheus_client"),
@@ -44,7 +47,11 @@ def test_modules_do_not_import_across_the_boundary(pattern: str, forbidden: str)
 
 @pytest.mark.parametrize(
     ("module", "forbidden"),
-    [("exporter.collector", "aiohttp"), ("exporter.providers.registry", "prometheus_client")],
+    [
+        ("exporter.collector", "aiohttp"),
+        ("exporter.exposition", "aiohttp"),
+        ("exporter.providers.registry", "prometheus_client"),
+    ],
 )
 def test_not_even_indirectly(module: str, forbidden: str) -> None:
     code = f"import sys, {module}; sys.exit(1 if {forbidden!r} in sys.modules else 0)"

@@ -288,8 +288,11 @@ class Poller:
                 delay = min(tops) - self._monotonic() if tops else 60.0
                 self._wakeup.clear()
                 if delay > 0:
+                    # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives
+                    # as the wait ends, and a busy loop then never stops (SIGTERM hung).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                        async with asyncio.timeout(delay):
+                            await self._wakeup.wait()
         finally:
             self.running = False
             for task in list(self._tasks):

@@ -308,3 +308,32 @@ async def test_restored_config_jobs_come_back_only_if_the_config_still_lists_the
     assert kept.failures == 3
     _, removed = store.take_changes()
     assert JobKey("hw", "dropped") in removed
+
+
+class InstantProvider:
+    """Answers at once, after one trip through the event loop, like a fast cloud on loopback."""
+
+    provider = "huawei_metastudio"
+    batch_size = 1
+    account = "hw"
+
+    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+        await asyncio.sleep(0)
+        return dict.fromkeys(job_ids, snapshot("PROCESSING"))
+
+
+async def test_a_busy_poller_stops_at_once_when_cancelled() -> None:
+    """Found by the benchmark: with jobs due every millisecond, Python 3.11's wait_for could
+    swallow the cancellation of the run loop, and SIGTERM never ended the exporter."""
+    for _ in range(30):
+        store = Store()
+        poller = Poller(
+            store, {"hw": InstantProvider()}, Settings(poll_interval=0.001, max_concurrency=100)
+        )
+        poller.set_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(50)])
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert task in done, "the poller ignored its cancellation"
+        assert task.cancelled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -50,10 +51,11 @@ _UNSET_TIMES = frozenset({"", "-"})
 
 
 def _text(element: ET.Element, name: str) -> str | None:
+    """Interned: tags, states, queue ids and codes repeat across thousands of jobs."""
     child = element.find(name)
     if child is None or child.text is None:
         return None
-    return child.text.strip()
+    return sys.intern(child.text.strip())
 
 
 def parse_time(value: str) -> float:

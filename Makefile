@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 LISTEN ?= 127.0.0.1:9871
 
-.PHONY: run demo stack dashboards chart-sync soak test lint typecheck pytest system-deps clean
+.PHONY: run demo stack dashboards chart-sync soak bench test lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ pytest: $(STAMP) system-deps
 # The soak alone, with its figures printed: 5,000 jobs, random faults, an exporter process.
 soak: $(STAMP)
 	$(BIN)/pytest -q -s -m slow $(ARGS)
+
+# Every figure next to its anchor (SDK, bare aiohttp, naive generate_latest, pre-rendered bytes),
+# one run of several minutes: a table on stdout, figures in bench-results.json. ARGS="--quick".
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run $(ARGS)
 
 test: lint typecheck pytest
 

@@ -93,6 +93,9 @@ class Poller:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Started batches per account, capped at max_concurrency: due jobs past the cap wait in
+        # the heap, not as thousands of tasks queued on the semaphore.
+        self._started: dict[str, int] = {}
         self._unknown_states_logged: set[tuple[str, str]] = set()
         # Jobs dropped after their retention or deleted, and when: discovery must not bring
         # them back.
@@ -284,7 +287,13 @@ class Poller:
                 now = self._monotonic()
                 for account, heap in self._heaps.items():
                     self._start_due(account, heap, now)
-                tops = [heap[0].at for heap in self._heaps.values() if heap]
+                # An account at its cap is woken by its next finished batch, not by the clock.
+                cap = self._settings.max_concurrency
+                tops = [
+                    heap[0].at
+                    for account, heap in self._heaps.items()
+                    if heap and self._started.get(account, 0) < cap
+                ]
                 delay = min(tops) - self._monotonic() if tops else 60.0
                 self._wakeup.clear()
                 if delay > 0:
@@ -317,7 +326,12 @@ class Poller:
             return
         size = max(1, provider.batch_size)
         window = self._batch_window(provider)
-        while (first := self._next_live(heap)) is not None and first.at <= now:
+        cap = self._settings.max_concurrency
+        while (
+            self._started.get(account, 0) < cap
+            and (first := self._next_live(heap)) is not None
+            and first.at <= now
+        ):
             batch: list[JobKey] = []
             while len(batch) < size and (due := self._next_live(heap)) is not None:
                 if due.at > (now + window if batch else now):
@@ -327,9 +341,17 @@ class Poller:
             self._start(batch)
 
     def _start(self, keys: list[JobKey]) -> None:
+        account = keys[0].account
         task = asyncio.create_task(self._run_batch(keys), name=f"poll {keys[0]}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._started[account] = self._started.get(account, 0) + 1
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._started[account] -= 1
+            self._wakeup.set()  # the account may start its next due batch
+
+        task.add_done_callback(finished)
 
     def _batch_window(self, provider: Provider) -> float:
         return min(5.0, 0.2 * self._settings.poll_interval) if provider.batch_size > 1 else 0.0

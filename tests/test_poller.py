@@ -337,3 +337,37 @@ async def test_a_busy_poller_stops_at_once_when_cancelled() -> None:
         done, _ = await asyncio.wait({task}, timeout=2)
         assert task in done, "the poller ignored its cancellation"
         assert task.cancelled()
+
+
+async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks() -> None:
+    """10,000 due jobs were 10,000 tasks queued on the semaphore; the benchmark measured
+    each poll costing more at 10k jobs than at 1k. Now at most max_concurrency batches per
+    account are started, and each finished one starts the next."""
+    gate = asyncio.Event()
+    calls = 0
+
+    class Gated(InstantProvider):
+        async def fetch_many(
+            self, job_ids: Sequence[str]
+        ) -> Mapping[str, JobSnapshot | ProviderError]:
+            nonlocal calls
+            calls += 1
+            await gate.wait()
+            return dict.fromkeys(job_ids, snapshot("PROCESSING"))
+
+    poller = Poller(Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8))
+    poller.set_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(300)])
+    task = asyncio.create_task(poller.run())
+    try:
+        await asyncio.sleep(3.5)  # past the first-poll spread: every job is due
+        assert len(poller._tasks) == 8
+        assert calls == 8
+        gate.set()
+        for _ in range(200):
+            if calls == 300:
+                break
+            await asyncio.sleep(0.02)
+        assert calls == 300  # every job polled once, eight at a time
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -454,5 +454,23 @@ class JobExposition:
 
 
 def inflate(body: bytes) -> bytes:
-    """The plain text of a body from `JobExposition.render`, for clients without gzip."""
+    """The plain text of a body from `JobExposition.render`, whole."""
     return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
+
+
+def inflate_pieces(body: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    """The plain text of a body from `JobExposition.render` in pieces of at most `size` bytes,
+    for clients without gzip: the whole text never has to be in memory at once."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    view = memoryview(body)
+    for start in range(0, len(view), 64 * 1024):
+        pending: bytes | memoryview = view[start : start + 64 * 1024]
+        while pending:
+            piece = inflater.decompress(pending, size)
+            pending = inflater.unconsumed_tail
+            if piece:
+                yield piece
+    if rest := inflater.flush():
+        yield rest
+    if not inflater.eof:
+        raise ValueError("truncated gzip body")

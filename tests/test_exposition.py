@@ -285,3 +285,15 @@ def test_headers_are_prometheus_clients_own(fmt: str) -> None:
     text = fast(JobExposition(), [], NOW, fmt).decode()
     expected = naive([], NOW, fmt).decode().removesuffix("# EOF\n")
     assert text.removesuffix("# EOF\n") == expected
+
+
+def test_the_plain_text_comes_out_in_bounded_pieces_that_add_up_to_the_whole() -> None:
+    from exporter.exposition import inflate_pieces
+
+    body = JobExposition().render([job(i) for i in range(2000)], NOW, b"", TEXT)
+    pieces = list(inflate_pieces(body, size=100_000))
+    assert len(pieces) > 10
+    assert max(len(piece) for piece in pieces) <= 100_000
+    assert b"".join(pieces) == inflate(body)
+    with pytest.raises(ValueError, match="truncated"):
+        list(inflate_pieces(body[: len(body) // 2]))

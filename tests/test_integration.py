@@ -263,6 +263,16 @@ async def test_http_surface_negotiates_formats_and_leaks_no_secret(
     assert "Content-Encoding" not in headers
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+    status, headers, streamed = await _get(exporter, "/metrics", **{"Accept-Encoding": "identity"})
+    assert status == 200
+    assert "Content-Encoding" not in headers
+    assert streamed.startswith(b"# HELP cloudjob_job_info ")
+    assert streamed.count(b"cloudjob_job_state{") == plain.count(b"cloudjob_job_state{")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.head(exporter.make_url("/metrics")) as response,
+    ):
+        assert response.status == 200
     status, headers, page = await _get(exporter, "/")
     assert status == 200
     assert b"hw-wrong-key" in page

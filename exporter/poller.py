@@ -407,7 +407,6 @@ class Poller:
         account = keys[0].account
         provider = self._providers[account]
         limiter = self._limiters[account]
-        context = {"account": account, "job_id": ",".join(key.job_id for key in keys)}
         attempt = 0
         while True:
             await limiter.acquire()
@@ -418,7 +417,7 @@ class Poller:
                 except ProviderError as failed:
                     outcome: Mapping[str, JobSnapshot | ProviderError] | ProviderError = failed
                 except Exception as exc:  # a bug for some jobs must not stop the others
-                    log.exception("poll_crashed", extra=context)
+                    log.exception("poll_crashed", extra=_context(keys))
                     outcome = ProviderError(f"internal error: {type(exc).__name__}", status="error")
                 else:
                     outcome = results
@@ -441,7 +440,7 @@ class Poller:
                 attempt += 1
                 log.debug(
                     "poll_retry",
-                    extra={**context, "reason": error.reason, "delay": round(delay, 3)},
+                    extra={**_context(keys), "reason": error.reason, "delay": round(delay, 3)},
                 )
                 await self._sleep(delay)
                 continue
@@ -483,7 +482,9 @@ class Poller:
     def _log_success(self, transition: Transition | None) -> None:
         if transition is None:
             return
-        after = transition.after
+        after, before = transition.after, transition.before
+        if before is not None and before.snapshot is after.snapshot and before.last_poll_success:
+            return  # the usual poll: nothing new, nothing to log (and no dicts to build)
         key = after.key
         snapshot = after.snapshot
         assert snapshot is not None  # noqa: S101 - a success always carries one
@@ -506,3 +507,8 @@ class Poller:
             and transition.before.snapshot.state != snapshot.state
         ):
             log.info("job_state", extra={**context, "phase": snapshot.phase.value})
+
+
+def _context(keys: list[JobKey]) -> dict[str, str]:
+    """Log context of a request's jobs; built only when something is logged."""
+    return {"account": keys[0].account, "job_id": ",".join(key.job_id for key in keys)}

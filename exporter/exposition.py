@@ -390,13 +390,25 @@ class JobExposition:
         while wanted * JOBS_PER_GROUP < jobs and wanted < MAX_GROUPS:
             wanted *= 2
         if wanted != count:
-            self._groups = [_Group() for _ in range(wanted)]
-            self._entries = {}
-            self._joined = [None] * len(JOB_FAMILIES)
+            self._reset(wanted)
 
     def render(self, jobs: Sequence[JobState], now: float, tail: bytes, fmt: str = TEXT) -> bytes:
         """gzip of the per-job families followed by `tail` (the other families, already in
         `fmt`, # EOF included for OpenMetrics)."""
+        try:
+            return self._render(jobs, now, tail, fmt)
+        except BaseException:
+            # A render cut short may have updated entries but not their text: start afresh
+            # rather than ever serve text that no longer matches the jobs.
+            self._reset(1)
+            raise
+
+    def _reset(self, groups: int) -> None:
+        self._groups = [_Group() for _ in range(groups)]
+        self._entries = {}
+        self._joined = [None] * len(JOB_FAMILIES)
+
+    def _render(self, jobs: Sequence[JobState], now: float, tail: bytes, fmt: str) -> bytes:
         self._regroup(len(jobs))
         self._generation += 1
         generation = self._generation

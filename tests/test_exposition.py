@@ -297,3 +297,26 @@ def test_the_plain_text_comes_out_in_bounded_pieces_that_add_up_to_the_whole() -
     assert b"".join(pieces) == inflate(body)
     with pytest.raises(ValueError, match="truncated"):
         list(inflate_pieces(body[: len(body) // 2]))
+
+
+def test_a_render_that_fails_midway_never_leaves_stale_text_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """E.g. MemoryError while joining the pieces: the groups are already re-rendered, so the
+    next scrape would see nothing dirty and serve the joined text of before the change."""
+    import exporter.exposition
+
+    exposition = JobExposition()
+    jobs = {index: job(index) for index in range(400)}
+    assert_same(exposition, list(jobs.values()))
+    for index in jobs:
+        jobs[index] = replace(jobs[index], failures=jobs[index].failures + 1)
+
+    def out_of_memory(pieces: object) -> bytes:
+        raise MemoryError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(exporter.exposition, "join", out_of_memory)
+        with pytest.raises(MemoryError):
+            exposition.render(list(jobs.values()), NOW, b"", TEXT)
+    assert_same(exposition, list(jobs.values()))

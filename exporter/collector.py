@@ -8,6 +8,7 @@ scrape by construction. Values are as of the job's last poll (see
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 
@@ -276,17 +277,16 @@ def info_labels(snapshot: JobSnapshot) -> Labels:
 
 
 def summary_families(view: StoreView) -> Iterator[Metric]:
-    phase_counts: dict[tuple[str, str, str], int] = {}
+    # One pass over the jobs: this runs on the event loop on every scrape, at any job count.
+    phase_counts: Counter[tuple[str, str, str]] = Counter()
+    by_source: Counter[str] = Counter({"config": 0, "api": 0, "discovery": 0})
     for job in view.jobs:
-        key = (job.key.account, job.provider, job.phase.value)
-        phase_counts[key] = phase_counts.get(key, 0) + 1
+        phase_counts[(job.key.account, job.provider, job.phase.value)] += 1
+        by_source[job.source] += 1
     tracked = _family(
         "cloudjob_jobs_tracked",
         "Tracked jobs by where they came from: config file, API registration, discovery.",
     )
-    by_source: dict[str, int] = {"config": 0, "api": 0, "discovery": 0}
-    for job in view.jobs:
-        by_source[job.source] = by_source.get(job.source, 0) + 1
     for source, count in sorted(by_source.items()):
         tracked.add_sample(tracked.name, {"source": source}, float(count))
     yield tracked
@@ -294,7 +294,7 @@ def summary_families(view: StoreView) -> Iterator[Metric]:
         "cloudjob_jobs",
         "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
     )
-    accounts = sorted({(job.key.account, job.provider) for job in view.jobs})
+    accounts = sorted({(account, provider) for account, provider, _ in phase_counts})
     for account, provider in accounts:
         for name in PHASES:
             jobs.add_sample(

@@ -17,6 +17,7 @@ app runs it in a worker thread; one scrape at a time (the caller's lock).
 from __future__ import annotations
 
 import bisect
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -378,6 +379,7 @@ class JobExposition:
         self._generation = 0
         self._headers = {TEXT: _headers(False), OPENMETRICS: _headers(True)}
         self.last = RenderStats(0, 1, 0)
+        self._mutex = threading.Lock()
 
     def _regroup(self, jobs: int) -> None:
         """Keep ~64 jobs per group as the job count grows or shrinks by 2x or more."""
@@ -395,13 +397,16 @@ class JobExposition:
     def render(self, jobs: Sequence[JobState], now: float, tail: bytes, fmt: str = TEXT) -> bytes:
         """gzip of the per-job families followed by `tail` (the other families, already in
         `fmt`, # EOF included for OpenMetrics)."""
-        try:
-            return self._render(jobs, now, tail, fmt)
-        except BaseException:
-            # A render cut short may have updated entries but not their text: start afresh
-            # rather than ever serve text that no longer matches the jobs.
-            self._reset(1)
-            raise
+        # The app's asyncio lock queues scrapes, but a scrape cancelled while its thread renders
+        # releases that lock early: this one keeps two threads out of the cache at once.
+        with self._mutex:
+            try:
+                return self._render(jobs, now, tail, fmt)
+            except BaseException:
+                # A render cut short may have updated entries but not their text: start
+                # afresh rather than ever serve text that no longer matches the jobs.
+                self._reset(1)
+                raise
 
     def _reset(self, groups: int) -> None:
         self._groups = [_Group() for _ in range(groups)]

@@ -273,6 +273,15 @@ async def test_http_surface_negotiates_formats_and_leaks_no_secret(
         session.head(exporter.make_url("/metrics")) as response,
     ):
         assert response.status == 200
+        assert response.headers["Content-Encoding"] == "gzip"
+    async with (  # the same headers as a GET without gzip would have
+        aiohttp.ClientSession() as session,
+        session.head(
+            exporter.make_url("/metrics"), headers={"Accept-Encoding": "identity"}
+        ) as response,
+    ):
+        assert response.status == 200
+        assert "Content-Encoding" not in response.headers
     status, headers, page = await _get(exporter, "/")
     assert status == 200
     assert b"hw-wrong-key" in page

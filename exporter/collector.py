@@ -159,7 +159,10 @@ def _num(text: float) -> str:
     return repr(float(text)) if text != float("inf") else "+Inf"
 
 
-class JobCollector(Collector):
+class SummaryCollector(Collector):
+    """Everything but the per-job series, which `exposition.JobExposition` renders faster:
+    job counts and the exporter's own health. Small at any job count."""
+
     def __init__(
         self,
         view: Callable[[], StoreView],
@@ -175,40 +178,21 @@ class JobCollector(Collector):
         self._started = wall()
 
     def collect(self) -> Iterator[Metric]:
-        view = self._view()
-        now = self._wall()
-        yield from self._job_families(view, now)
-        yield from self._exporter_families(view)
+        yield from self._summary(self._view())
 
-    def _job_families(self, view: StoreView, now: float) -> Iterator[Metric]:
-        yield from job_families(view.jobs, now)
+    def _summary(self, view: StoreView) -> Iterator[Metric]:
         yield from summary_families(view)
-
-    def _exporter_families(self, view: StoreView) -> Iterator[Metric]:
         yield from exporter_families(view, self._started, self._shard, self._tasks())
 
 
-class SummaryCollector(Collector):
-    """Everything but the per-job series, which `exposition.JobExposition` renders faster:
-    job counts and the exporter's own health. Small at any job count."""
-
-    def __init__(
-        self,
-        view: Callable[[], StoreView],
-        wall: Callable[[], float],
-        *,
-        shard: tuple[int, int] = (0, 1),
-        tasks: Callable[[], int | None] = lambda: None,
-    ) -> None:
-        self._view = view
-        self._shard = shard
-        self._tasks = tasks
-        self._started = wall()
+class JobCollector(SummaryCollector):
+    """The whole exposition through prometheus-client, per-job series first: the reference
+    the fast exposition is tested against."""
 
     def collect(self) -> Iterator[Metric]:
         view = self._view()
-        yield from summary_families(view)
-        yield from exporter_families(view, self._started, self._shard, self._tasks())
+        yield from job_families(view.jobs, self._wall())
+        yield from self._summary(view)
 
 
 def job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:

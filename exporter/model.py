@@ -65,6 +65,9 @@ class JobSnapshot:
     parse_errors: tuple[str, ...] = ()
     # Provider-specific facts for the JSON API only (e.g. Tencent's SubTag), never labels.
     extra: tuple[tuple[str, str], ...] = field(default=())
+    # A hash of the answer this was parsed from, so an unchanged answer (most polls: jobs sit
+    # in one state for minutes) is not parsed again. In memory only, never compared.
+    body_hash: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float | None:

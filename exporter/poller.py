@@ -413,7 +413,9 @@ class Poller:
             async with self._slots:
                 started = self._monotonic()
                 try:
-                    results = await provider.fetch_many([key.job_id for key in keys])
+                    results = await provider.fetch_many(
+                        [key.job_id for key in keys], self._known(keys)
+                    )
                 except ProviderError as failed:
                     outcome: Mapping[str, JobSnapshot | ProviderError] | ProviderError = failed
                 except Exception as exc:  # a bug for some jobs must not stop the others
@@ -447,6 +449,14 @@ class Poller:
             failures: dict[str, JobSnapshot | ProviderError] = {key.job_id: error for key in keys}
             self._record(keys, failures)
             return
+
+    def _known(self, keys: list[JobKey]) -> dict[str, JobSnapshot]:
+        known = {}
+        for key in keys:
+            state = self._store.get(key)
+            if state is not None and state.snapshot is not None:
+                known[key.job_id] = state.snapshot
+        return known
 
     def _record(
         self, keys: list[JobKey], outcomes: Mapping[str, JobSnapshot | ProviderError]

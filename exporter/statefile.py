@@ -46,6 +46,8 @@ class StateFileError(Exception):
 def encode_state(state: JobState) -> bytes:
     document = asdict(state)
     document.pop("key")
+    if document["snapshot"] is not None:
+        del document["snapshot"]["body_hash"]  # hash() is seeded per process
     return orjson.dumps(document)
 
 

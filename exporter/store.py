@@ -237,7 +237,9 @@ class Store:
         before = self._jobs.get(key)
         if before is None:  # forgotten while the poll was in flight
             return None
-        if before.snapshot is not None and snapshot == before.snapshot:
+        if before.snapshot is not None and (
+            snapshot is before.snapshot or snapshot == before.snapshot
+        ):
             # Keep the old object: the new one is freed at once, and the scrape's text cache
             # sees an unchanged job by identity (exposition.py).
             snapshot = before.snapshot

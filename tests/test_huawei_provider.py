@@ -390,3 +390,29 @@ def test_only_finished_states_are_terminal(state: str, terminal: bool) -> None:
     assert snap.terminal is terminal
     assert (snap.finished_at == 9.0) is terminal
     assert (snap.duration == 8.0) is terminal
+
+
+async def test_an_unchanged_answer_gives_back_the_last_snapshot_unparsed(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """Most polls find a job as it was; the exposition cache and the store see that by
+    identity, and the parse (a sixth of a poll's CPU) is skipped."""
+    bodies = [DOCUMENTED_BODY, DOCUMENTED_BODY, {**DOCUMENTED_BODY, "state": "FAILED"}]
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(bodies.pop(0))
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = _provider(session, str(server.make_url("/")))
+        first = await provider.fetch(JOB)
+        again = await provider.fetch(JOB, first)
+        changed = await provider.fetch(JOB, first)
+    assert again is first
+    assert changed is not first
+    assert changed.state == "FAILED"
+    assert first.body_hash is not None
+    assert changed.body_hash != first.body_hash
+    # The hash is bookkeeping, not part of what the job is.
+    assert first == parse_short_job(orjson.dumps(DOCUMENTED_BODY), JOB)
+    assert "body_hash" not in repr(first)

@@ -40,9 +40,13 @@ class ScriptedProvider:
         self.account = account
         self.outcomes = deque(outcomes)
         self.calls: list[str] = []
+        self.known: list[dict[str, JobSnapshot]] = []
 
-    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+    async def fetch_many(
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+    ) -> Mapping[str, JobSnapshot | ProviderError]:
         self.calls.append(",".join(job_ids))
+        self.known.append(dict(known))
         outcome = self.outcomes.popleft() if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -68,6 +72,19 @@ def _poller(
 
 
 KEY = JobKey("hw", "job-1")
+
+
+async def test_each_poll_hands_the_provider_the_jobs_last_snapshot() -> None:
+    """So a provider can give it back, unparsed, when the cloud's answer has not changed."""
+    clock = FakeClock()
+    first, failed = snapshot("PROCESSING"), UpstreamError("HTTP 500", status="500")
+    provider = ScriptedProvider("hw", [first, failed, snapshot("SUCCEED")])
+    poller, _ = _poller(provider, clock, max_retries=0)
+    for _ in range(3):
+        await poller.poll_once(KEY)
+    assert provider.known[0] == {}
+    assert provider.known[1]["job-1"] is first
+    assert provider.known[2]["job-1"] is first  # a failed poll keeps the last good snapshot
 
 
 async def test_server_errors_are_retried_with_growing_backoff_then_recorded() -> None:
@@ -218,7 +235,9 @@ class BatchingProvider:
         self.known = known
         self.calls: list[list[str]] = []
 
-    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+    async def fetch_many(
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+    ) -> Mapping[str, JobSnapshot | ProviderError]:
         self.calls.append(list(job_ids))
         return {
             job_id: snapshot("PROCESSING", job_id)
@@ -317,7 +336,9 @@ class InstantProvider:
     batch_size = 1
     account = "hw"
 
-    async def fetch_many(self, job_ids: Sequence[str]) -> Mapping[str, JobSnapshot | ProviderError]:
+    async def fetch_many(
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+    ) -> Mapping[str, JobSnapshot | ProviderError]:
         await asyncio.sleep(0)
         return dict.fromkeys(job_ids, snapshot("PROCESSING"))
 
@@ -348,7 +369,7 @@ async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks()
 
     class Gated(InstantProvider):
         async def fetch_many(
-            self, job_ids: Sequence[str]
+            self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
         ) -> Mapping[str, JobSnapshot | ProviderError]:
             nonlocal calls
             calls += 1

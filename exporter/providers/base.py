@@ -13,6 +13,13 @@ from exporter.model import JobSnapshot, NetworkError, PollTimeout, ProviderError
 
 # Job answers are a few KB; a body past this is a broken or hostile upstream, not a job.
 MAX_BODY_BYTES = 1 << 20
+# 60 bits: a collision is never seen in practice, and the int is 16 bytes smaller than 64 bits'.
+_BODY_HASH_MASK = (1 << 60) - 1
+
+
+def body_hash(body: bytes) -> int:
+    """A fingerprint of an answer, for `JobSnapshot.body_hash` (per process: hash() is seeded)."""
+    return hash(body) & _BODY_HASH_MASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,8 @@ class Provider(Protocol):
 
     `fetch_many` makes exactly one HTTP request for up to `batch_size` ids and raises a
     ProviderError when that request fails as a whole; retries, backoff and rate limits are the
-    poller's.
+    poller's. `known` holds the jobs' last snapshots: a provider may hand one back, as is, when
+    the cloud's answer for that job is unchanged (see `JobSnapshot.body_hash`).
     """
 
     provider: str
@@ -36,7 +44,7 @@ class Provider(Protocol):
     batch_size: int
 
     async def fetch_many(
-        self, job_ids: Sequence[str]
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
     ) -> Mapping[str, JobSnapshot | ProviderError]: ...
 
 

@@ -26,7 +26,7 @@ from exporter.model import (
     ThrottledError,
     UpstreamError,
 )
-from exporter.providers.base import http_get, retry_after_seconds
+from exporter.providers.base import body_hash, http_get, retry_after_seconds
 from exporter.signing import huawei
 from exporter.states import HUAWEI_ASSESSMENT_METRICS, is_terminal, phase_of
 
@@ -87,7 +87,7 @@ def _assessment(metric: str, raw: Mapping[str, Any], errors: list[str]) -> Asses
     )
 
 
-def parse_short_job(body: bytes, job_id: str) -> JobSnapshot:
+def parse_short_job(body: bytes, job_id: str, *, fingerprint: int | None = None) -> JobSnapshot:
     """A ShowShortJob 200 body -> JobSnapshot. Bad fields are recorded, not fatal; a bad body is."""
     try:
         data = orjson.loads(body)
@@ -143,6 +143,7 @@ def parse_short_job(body: bytes, job_id: str) -> JobSnapshot:
         suggestion=suggestion,
         known_state=known,
         parse_errors=tuple(errors),
+        body_hash=fingerprint,
     )
 
 
@@ -213,17 +214,23 @@ class HuaweiMetaStudio:
             when=self._now(),
         )
 
-    async def fetch_many(self, job_ids: Sequence[str]) -> dict[str, JobSnapshot | ProviderError]:
-        return {job_id: await self.fetch(job_id) for job_id in job_ids}
+    async def fetch_many(
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+    ) -> dict[str, JobSnapshot | ProviderError]:
+        return {job_id: await self.fetch(job_id, known.get(job_id)) for job_id in job_ids}
 
-    async def fetch(self, job_id: str) -> JobSnapshot:
+    async def fetch(self, job_id: str, last: JobSnapshot | None = None) -> JobSnapshot:
+        """`last`, as is, when the answer is the one it was parsed from."""
         path = self._path(job_id)
         url = self._base.with_path(path, encoded=True)
         status, headers, body = await http_get(
             self._session, url, self._headers(path), self._timeout
         )
         if status == 200:
-            return parse_short_job(body, job_id)
+            fingerprint = body_hash(body)
+            if last is not None and last.body_hash == fingerprint:
+                return last
+            return parse_short_job(body, job_id, fingerprint=fingerprint)
         code, message = _error_fields(body)
         detail = (
             f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")

@@ -229,13 +229,18 @@ class TencentCI:
         return body
 
     async def fetch(self, job_id: str) -> JobSnapshot:
-        outcome = (await self.fetch_many([job_id]))[job_id]
+        outcome = (await self.fetch_many([job_id], {}))[job_id]
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
 
-    async def fetch_many(self, job_ids: Sequence[str]) -> dict[str, JobSnapshot | ProviderError]:
-        """One request for up to `batch_size` ids; each id gets a snapshot or its own error."""
+    async def fetch_many(
+        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+    ) -> dict[str, JobSnapshot | ProviderError]:
+        """One request for up to `batch_size` ids; each id gets a snapshot or its own error.
+
+        `known` goes unused: one answer covers up to ten jobs, so it is parsed whole.
+        """
         body = await self._get(f"{self._api}/{','.join(job_ids)}", {})
         jobs, missing, _ = parse_response(body)
         found = {job.job_id: job for job in jobs}

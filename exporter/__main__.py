@@ -15,6 +15,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.app import create_app
 from exporter.config import ConfigError, Settings, check_credentials, load_settings
+from exporter.eventloop import CHOICES, EventLoopError, check_choice, new_event_loop
 from exporter.logs import setup_logging
 from exporter.sharding import Shard, ShardError, resolve_shard
 from exporter.webconfig import WebConfig, load_web_config
@@ -67,6 +68,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--total-shards", type=int, metavar="M", help="number of shards (default 1: all jobs)"
     )
+    parser.add_argument(
+        "--event-loop",
+        type=str.lower,
+        default=os.environ.get("CLOUDJOB_EVENT_LOOP") or "auto",
+        metavar="|".join(CHOICES),
+        help="auto (default): uvloop when installed, else asyncio's own (env CLOUDJOB_EVENT_LOOP)",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser.parse_args(argv)
 
@@ -117,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as exc:
         return _fail(exc.problems)
+    try:
+        check_choice(args.event_loop)
+    except EventLoopError as exc:
+        return _fail([str(exc)])
     if args.check_config:
         print(  # noqa: T201 - the answer the user asked for
             f"{args.config or 'defaults'}: ok ({len(settings.accounts)} accounts, "
@@ -135,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader=reload_settings if args.config else None,
         config_path=args.config,
         web_config=web_config,
+        event_loop=args.event_loop,
     )
 
 
@@ -146,6 +159,7 @@ def serve(
     loader: Callable[[], Settings] | None = None,
     config_path: Path | None = None,
     web_config: WebConfig | None = None,
+    event_loop: str = "auto",
 ) -> int:
     host, port = _split_listen(settings.listen)
     discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
@@ -155,6 +169,10 @@ def serve(
     shown = f"[{shown}]" if ":" in shown else shown
     ssl_context = web_config.ssl_context if web_config is not None else None
     scheme = "https" if ssl_context is not None else "http"
+    try:
+        loop, loop_name = new_event_loop(event_loop)
+    except EventLoopError as exc:
+        return _fail([str(exc)])
     log.info(
         "starting",
         extra={
@@ -166,6 +184,7 @@ def serve(
             "shard": str(shard),
             "tls": ssl_context is not None,
             "basic_auth": bool(web_config and web_config.users),
+            "event_loop": loop_name,
         },
     )
     try:
@@ -182,6 +201,7 @@ def serve(
             port=port,
             ssl_context=ssl_context,
             shutdown_timeout=3.0,
+            loop=loop,
             access_log=logging.getLogger("aiohttp.access"),
             print=lambda _: print(  # noqa: T201 - tells the user where to look
                 f"{PROG} {__version__}: serving metrics on {scheme}://{shown}:{port}/metrics",

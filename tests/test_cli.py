@@ -99,7 +99,11 @@ def test_a_bad_flag_value_is_refused_by_argparse() -> None:
     assert "invalid choice" in result.stderr
 
 
-def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm() -> None:
+@pytest.mark.parametrize(("event_loop", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm(
+    event_loop: str, expected: str
+) -> None:
+    """On either loop: uvloop (a dependency, so `auto` picks it) and asyncio's own."""
     port = _free_port()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -112,6 +116,8 @@ def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm() -> 
             f"127.0.0.1:{port}",
             "--log-format",
             "json",
+            "--event-loop",
+            event_loop,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -139,11 +145,48 @@ def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm() -> 
         assert f"http://127.0.0.1:{port}/metrics" in stdout
         events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         assert any(e["event"] == "demo_started" for e in events)
+        assert [e["event_loop"] for e in events if e["event"] == "starting"] == [expected]
         assert "Traceback" not in stderr
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "env"), [(["--event-loop", "trio"], {}), ([], {"CLOUDJOB_EVENT_LOOP": "trio"})]
+)
+def test_an_unknown_event_loop_is_one_line_naming_the_flag(
+    args: list[str], env: dict[str, str]
+) -> None:
+    result = _run("--demo", "--check-config", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "cloudjob-exporter: --event-loop 'trio': choose one of auto, uvloop, asyncio"
+    ]
+
+
+def test_without_uvloop_auto_falls_back_and_asking_for_it_is_one_line(tmp_path: Path) -> None:
+    # A package that fails to import stands in for a machine without uvloop.
+    (tmp_path / "uvloop").mkdir()
+    (tmp_path / "uvloop" / "__init__.py").write_text("raise ImportError('not here')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = _run("--event-loop", "uvloop", "--demo", "--listen", "127.0.0.1:1", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "cloudjob-exporter: --event-loop uvloop: uvloop is not installed (pip install uvloop)"
+    ]
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    with busy:
+        # auto gets past choosing a loop (to fail on the busy port, which ends the run).
+        port = busy.getsockname()[1]
+        result = _run("--demo", "--listen", f"127.0.0.1:{port}", "--log-format", "json", env=env)
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr
+    starting = [orjson.loads(line) for line in result.stderr.splitlines() if '"starting"' in line]
+    assert [event["event_loop"] for event in starting] == ["asyncio"]
 
 
 def test_a_busy_port_is_a_clean_error() -> None:

@@ -252,8 +252,8 @@ async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None
     provider = BatchingProvider("tc", 3, {f"j{i}" for i in range(6)})
     poller = Poller(store, {"tc": provider}, Settings(poll_interval=60))
     poller.set_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
-    for due in poller._heaps["tc"]:  # everything due now, for a deterministic batch
-        due.at = 0
+    # Everything due now, for a deterministic batch.
+    poller._heaps["tc"][:] = [(0.0, generation, key) for _, generation, key in poller._heaps["tc"]]
     task = asyncio.create_task(poller.run())
     try:
         for _ in range(50):

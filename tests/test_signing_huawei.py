@@ -205,3 +205,45 @@ def test_the_cached_date_is_the_moment_in_utc_to_the_second(when: datetime, agai
     if again:
         huawei.format_date(when)
     assert huawei.format_date(when) == when.astimezone(UTC).strftime(huawei.DATE_FORMAT)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    host=_hosts,
+    path=st.one_of(_paths, _near_plain_paths),
+    headers=_headers,
+    ak=_keys,
+    sk=_keys,
+    when=_dates,
+)
+def test_the_per_account_get_signer_equals_sign(
+    host: str, path: str, headers: dict[str, str], ak: str, sk: str, when: datetime
+) -> None:
+    signer = huawei.GetSigner(host=host, headers=headers, access_key=ak, secret_key=sk)
+    expected = huawei.sign(
+        method="GET",
+        host=host,
+        path=path,
+        query=[],
+        headers=headers,
+        body=b"",
+        access_key=ak,
+        secret_key=sk,
+        when=when,
+    )
+    assert signer.sign(path, when) == expected
+    # And again: nothing of one request may leak into the next.
+    assert signer.sign(path, when) == expected
+
+
+def test_the_get_signer_agrees_with_the_sdk_and_keeps_no_secret_in_its_repr() -> None:
+    when = datetime(2026, 11, 23, 16, 30, 5, tzinfo=UTC)
+    headers = {"Accept": "application/json", "X-Project-Id": "p1", "X-App-UserId": "u"}
+    signer = huawei.GetSigner(
+        host="127.0.0.1:8080", headers=headers, access_key="AK1", secret_key="SK-secret"
+    )
+    path = "/v1/p1/voice-training-manage/user/short-jobs/job-1"
+    ours = signer.sign(path, when)
+    theirs = _sdk_sign("GET", "127.0.0.1:8080", path, [], headers, b"", "AK1", "SK-secret", when)
+    assert ours["Authorization"] == theirs["Authorization"]
+    assert "SK-secret" not in repr(signer)

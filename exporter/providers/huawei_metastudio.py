@@ -183,6 +183,9 @@ class HuaweiMetaStudio:
         self._timeout = timeout
         self._now = now
         self._base = URL(config.base_url)
+        # Made at the first signed request: the account's fixed headers, signed the same way
+        # every time, are prepared once.
+        self._signer: huawei.GetSigner | None = None
 
     def _path(self, job_id: str) -> str:
         base_path = self._base.raw_path.rstrip("/")
@@ -192,27 +195,27 @@ class HuaweiMetaStudio:
         )
 
     def _headers(self, path: str) -> dict[str, str]:
+        creds = self._credentials
+        if creds.token is not None:
+            headers = self._fixed_headers()
+            headers["X-Auth-Token"] = creds.token.get_secret_value()
+            return headers
+        if self._signer is None:
+            if creds.access_key is None or creds.secret_key is None:
+                raise AuthError("account has neither a token nor an AK/SK pair", status="error")
+            self._signer = huawei.GetSigner(
+                host=self._base.host_port_subcomponent or "",
+                headers={**self._fixed_headers(), "X-Project-Id": self._config.project_id},
+                access_key=creds.access_key.get_secret_value(),
+                secret_key=creds.secret_key.get_secret_value(),
+            )
+        return self._signer.sign(path, self._now())
+
+    def _fixed_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {"Accept": "application/json"}
         if self._config.app_user_id:
             headers["X-App-UserId"] = self._config.app_user_id
-        creds = self._credentials
-        if creds.token is not None:
-            headers["X-Auth-Token"] = creds.token.get_secret_value()
-            return headers
-        if creds.access_key is None or creds.secret_key is None:
-            raise AuthError("account has neither a token nor an AK/SK pair", status="error")
-        headers["X-Project-Id"] = self._config.project_id
-        return huawei.sign(
-            method="GET",
-            host=self._base.host_port_subcomponent or "",
-            path=path,
-            query=[],
-            headers=headers,
-            body=b"",
-            access_key=creds.access_key.get_secret_value(),
-            secret_key=creds.secret_key.get_secret_value(),
-            when=self._now(),
-        )
+        return headers
 
     async def fetch_many(
         self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,10 +58,7 @@ async def http_get(
     """GET with a deadline and a body-size cap; network trouble becomes a ProviderError."""
     try:
         async with session.get(
-            url,
-            headers=dict(headers),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
+            url, headers=headers, timeout=_client_timeout(timeout), allow_redirects=False
         ) as response:
             length = response.content_length
             if length is not None and length > MAX_BODY_BYTES:
@@ -68,6 +66,8 @@ async def http_get(
                     f"response of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
                     status=str(response.status),
                 )
+            if length is not None:  # the parser stops at Content-Length: within the cap
+                return response.status, response.headers, await response.read()
             # read(n) returns what has arrived so far, not n bytes: read until EOF or the cap.
             # An early close then raises ClientPayloadError, a network error, not a parse one.
             body = bytearray()
@@ -85,6 +85,11 @@ async def http_get(
         raise
     except aiohttp.ClientError as exc:
         raise NetworkError(f"{type(exc).__name__}: {exc}", status="connection") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -57,6 +57,13 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
                 assert positive(polling[client][figure]), (client, figure, polling[client])
         assert positive(polling["ours_vs_sdk_per_cpu"])
         assert positive(polling["ours_vs_bare_per_cpu"])
+        # The clients took turns: one window each per round, and a ratio per round.
+        rounds = results["meta"]["polling"]["runs"]
+        for client in ("ours", "sdk", "bare"):
+            assert polling[client]["windows"] == rounds
+        for anchor in ("sdk", "bare"):
+            assert len(polling[f"ours_vs_{anchor}_per_round"]) == rounds
+            assert all(positive(ratio) for ratio in polling[f"ours_vs_{anchor}_per_round"])
 
     assert list(results["scrape"]) == ["50", "100"]
     for scrape in results["scrape"].values():

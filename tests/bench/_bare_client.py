@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from exporter.signing import huawei
-from tests.bench._marks import add_mark_arguments, report_marks_async
+from tests.bench._marks import add_mark_arguments, serve_marks_async
 
 
 async def poll(args: argparse.Namespace, job_ids: list[str]) -> None:
@@ -65,7 +65,7 @@ async def poll(args: argparse.Namespace, job_ids: list[str]) -> None:
     ) as session:
         workers = [asyncio.create_task(poll_forever(session)) for _ in range(args.in_flight)]
         try:
-            await report_marks_async(args, lambda: (counts[0], counts[1]))
+            await serve_marks_async(lambda: (counts[0], counts[1]))
         finally:
             for worker in workers:
                 worker.cancel()

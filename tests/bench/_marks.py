@@ -1,7 +1,10 @@
-"""How an anchor client process reports: a JSON line per mark on stdout (polls, errors and its
-own CPU so far, and the time), first after a warm-up, then once per window.
+"""How an anchor client process reports: `ready` on stdout once it polls, then one JSON line
+(polls, errors and its own CPU so far, and the time) each time it gets SIGUSR1.
 
-The benchmark reads the simulator's CPU as each line arrives, so a window's client and
+Marks on demand let the benchmark take turns between the clients (SIGSTOP, SIGCONT) and measure
+each one's windows next to the others', minutes apart at most: on a shared machine the speed of
+a core drifts by half within minutes, and back-to-back runs measured that drift, not the
+clients. The benchmark reads the simulator's CPU as each line arrives, so a window's client and
 simulator figures cover the same stretch of time.
 """
 
@@ -11,16 +14,16 @@ import argparse
 import asyncio
 import json
 import resource
+import signal
 import sys
 import time
 from collections.abc import Callable
 
+READY = "ready"
+
 
 def add_mark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids-file", required=True, help="job ids, one a line")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the first mark")
-    parser.add_argument("--window", type=float, default=10.0, help="seconds between marks")
-    parser.add_argument("--marks", type=int, default=4, help="marks to report, then exit")
 
 
 def mark_line(polls: int, errors: int) -> str:
@@ -40,21 +43,18 @@ def _emit(line: str) -> None:
     sys.stdout.flush()
 
 
-def report_marks(args: argparse.Namespace, counts: Callable[[], tuple[int, int]]) -> None:
-    """For clients on threads: the main thread sleeps and reports."""
-    time.sleep(args.warmup)
-    for index in range(args.marks):
-        if index:
-            time.sleep(args.window)
-        _emit(mark_line(*counts()))
+def serve_marks(counts: Callable[[], tuple[int, int]]) -> None:
+    """For clients on threads: the main thread answers SIGUSR1 until SIGTERM ends the process."""
+    signal.signal(signal.SIGUSR1, lambda *_: _emit(mark_line(*counts())))
+    _emit(READY)
+    while True:
+        signal.pause()
 
 
-async def report_marks_async(
-    args: argparse.Namespace, counts: Callable[[], tuple[int, int]]
-) -> None:
-    """For clients on an event loop: a task of the same loop reports."""
-    await asyncio.sleep(args.warmup)
-    for index in range(args.marks):
-        if index:
-            await asyncio.sleep(args.window)
-        _emit(mark_line(*counts()))
+async def serve_marks_async(counts: Callable[[], tuple[int, int]]) -> None:
+    """For clients on an event loop: the loop answers SIGUSR1 until SIGTERM ends the process."""
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1, lambda: _emit(mark_line(*counts()))
+    )
+    _emit(READY)
+    await asyncio.Event().wait()

@@ -2,21 +2,29 @@
 makes against the Huawei simulator, next to the official SDK on 16 threads and a bare aiohttp
 loop with 100 requests in flight, each in a process of its own on the same simulator and ids.
 
-Every client is measured over the same kind of windows between marks, after a warm-up:
-polls done in the window, the client's CPU (its own utime + stime), the simulator's, and what
-the rest of the machine used. The exporter's marks are scrapes of its request counter; its CPU
-is read just before and just after each scrape and the scrape itself left out, since a scrape
-is not polling (with the old scrape path a 10k-job scrape costs seconds of CPU).
+The three take turns: all three processes live through the stage, and each is stopped
+(SIGSTOP) while another one polls. Every turn is a window between two marks, after a moment to
+settle; the turns go round `runs` times, starting with a different client each round. On a
+shared machine a core's speed drifts by half within minutes (measured: one exporter process
+from 3,500 to 7,000 polls per CPU-second between 3-second windows), so clients measured one
+after the other, as a first version of this did, compared the drift more than the clients.
+Taking turns puts every client through the same drift; each figure is a total over its turns.
+
+A window counts polls, the client's CPU (its own utime + stime), the simulator's, and what the
+rest of the machine used. The exporter's marks are scrapes of its request counter; its CPU is
+read just before and just after each scrape and the scrape itself left out, since a scrape is
+not polling.
 """
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import os
 import re
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +42,10 @@ from tests.bench._harness import (
     Process,
     Processes,
     get_ok,
-    median,
     progress,
     system_busy_seconds,
 )
+from tests.bench._marks import READY
 
 # Requests in flight: the exporter's max_concurrency and the bare client's. Far above the
 # default of 32, and the same for both, so that their per-CPU-second figures compare like with
@@ -52,9 +60,10 @@ _REQUESTS = re.compile(rb"^cloudjob_api_requests_total\{([^}]*)\} (\S+)", re.MUL
 
 @dataclass(frozen=True)
 class PollingPlan:
-    warmup: float
-    window: float
-    runs: int
+    warmup: float  # each client's first turn, unmeasured
+    window: float  # the measured part of a turn
+    runs: int  # turns per client
+    settle: float = 1.0  # after SIGCONT, before the window: in-flight requests finish
 
 
 @dataclass(frozen=True)
@@ -75,35 +84,40 @@ class Mark:
     busy_after: float
 
 
-def summarize(name: str, marks: list[Mark]) -> dict[str, float]:
-    """Medians over the windows between consecutive marks."""
-    rates, per_cpu, cpu_per_1k, client_util, sim_util, other_util = [], [], [], [], [], []
-    errors = 0.0
-    for start, end in itertools.pairwise(marks):
-        polls = end.polls - start.polls
-        wall = end.t_before - start.t_after
-        cpu = end.cpu_before - start.cpu_after
-        if polls <= 0 or wall <= 0 or cpu <= 0:
-            raise BenchError(f"{name}: no polls (or no CPU) in a {wall:.1f} s window")
+Window = tuple[Mark, Mark]
+
+
+def summarize(name: str, windows: list[Window]) -> dict[str, Any]:
+    """Totals over the windows, and each window's polls per CPU-second."""
+    polls = wall = cpu = sim = other = errors = 0.0
+    per_window = []
+    for start, end in windows:
+        window_polls = end.polls - start.polls
+        window_wall = end.t_before - start.t_after
+        window_cpu = end.cpu_before - start.cpu_after
+        if window_polls <= 0 or window_wall <= 0 or window_cpu <= 0:
+            raise BenchError(f"{name}: no polls (or no CPU) in a {window_wall:.1f} s window")
+        window_sim = end.sim_before - start.sim_after
+        polls, wall, cpu, sim = (
+            polls + window_polls,
+            wall + window_wall,
+            cpu + window_cpu,
+            sim + window_sim,
+        )
+        other += max(0.0, end.busy_before - start.busy_after - window_cpu - window_sim)
         errors += end.errors - start.errors
-        rates.append(polls / wall)
-        per_cpu.append(polls / cpu)
-        cpu_per_1k.append(1000 * cpu / polls)
-        client_util.append(cpu / wall)
-        sim = end.sim_before - start.sim_after
-        sim_util.append(sim / wall)
-        other = end.busy_before - start.busy_after - cpu - sim
-        other_util.append(max(0.0, other) / wall)
+        per_window.append(window_polls / window_cpu)
     return {
-        "polls_per_s": median(rates),
-        "polls_per_cpu_s": median(per_cpu),
-        "cpu_s_per_1k_polls": median(cpu_per_1k),
-        "client_cpu_util": median(client_util),
-        "simulator_cpu_util": median(sim_util),
+        "polls_per_s": polls / wall,
+        "polls_per_cpu_s": polls / cpu,
+        "cpu_s_per_1k_polls": 1000 * cpu / polls,
+        "client_cpu_util": cpu / wall,
+        "simulator_cpu_util": sim / wall,
         # Everything else on the machine (the benchmark itself is asleep in a window).
-        "other_cpu_util": median(other_util),
-        "windows": len(rates),
+        "other_cpu_util": other / wall,
+        "windows": len(windows),
         "errors": errors,
+        "window_polls_per_cpu_s": per_window,
     }
 
 
@@ -123,7 +137,7 @@ def _request_counts(exporter: Exporter, body: bytes) -> tuple[float, float]:
 
 def _exporter_mark(exporter: Exporter, simulator: Process) -> Mark:
     """A scrape for the request counter, with readings on both sides of it. Gzip: the scrape
-    that costs the exporter least, old path or new, so the fewest polls overlap it."""
+    that costs the exporter least, so the fewest polls overlap it."""
     busy_before = system_busy_seconds()
     cpu_before, sim_before = exporter.process.cpu_seconds(), simulator.cpu_seconds()
     t_before = time.monotonic()
@@ -141,9 +155,23 @@ def _exporter_mark(exporter: Exporter, simulator: Process) -> Mark:
     )
 
 
-def measure_exporter(
-    processes: Processes, clouds: Clouds, jobs: int, workdir: Path, plan: PollingPlan
-) -> dict[str, float]:
+def _client_mark(client: Process, simulator: Process) -> Mark:
+    """SIGUSR1 asks the client for its counts (see `_marks`)."""
+    os.kill(client.pid, signal.SIGUSR1)
+    line = client.read_line(timeout=60)
+    sim, busy = simulator.cpu_seconds(), system_busy_seconds()
+    try:
+        data: dict[str, Any] = json.loads(line)
+        polls, errors = float(data["polls"]), float(data["errors"])
+        cpu, at = float(data["cpu_s"]), float(data["t"])
+    except (ValueError, KeyError, TypeError):
+        raise client.failure(f"reported {line[:200]!r}, not a mark") from None
+    return Mark(polls, errors, at, at, cpu, cpu, sim, sim, busy, busy)
+
+
+def _start_exporter(
+    processes: Processes, clouds: Clouds, jobs: int, workdir: Path
+) -> tuple[Process, Callable[[], Mark]]:
     config = exporter_config(
         clouds,
         clouds.huawei.job_ids[:jobs],
@@ -154,27 +182,13 @@ def measure_exporter(
     exporter = start_exporter(
         processes, f"exporter (polling {jobs} jobs)", workdir / f"polling-{jobs}.yaml", config
     )
-    try:
-        time.sleep(plan.warmup)
-        marks = []
-        for index in range(plan.runs + 1):
-            if index:
-                time.sleep(plan.window)
-            marks.append(_exporter_mark(exporter, clouds.huawei.process))
-    finally:
-        processes.stop(exporter.process)
-    return summarize(exporter.process.name, marks)
+    return exporter.process, lambda: _exporter_mark(exporter, clouds.huawei.process)
 
 
-def measure_client(
-    processes: Processes,
-    clouds: Clouds,
-    jobs: int,
-    workdir: Path,
-    plan: PollingPlan,
-    kind: str,
-) -> dict[str, float]:
-    """`kind` "sdk" or "bare": run that client's process and turn its marks into figures."""
+def _start_client(
+    processes: Processes, clouds: Clouds, jobs: int, workdir: Path, kind: str
+) -> tuple[Process, Callable[[], Mark]]:
+    """`kind` "sdk" or "bare": its process, polling once it has said it is ready."""
     ids_file = workdir / f"ids-{jobs}.txt"
     ids_file.write_text("\n".join(clouds.huawei.job_ids[:jobs]) + "\n")
     module, extra = {
@@ -183,45 +197,70 @@ def measure_client(
     }[kind]
     argv = [
         *("-m", module, "--port", str(clouds.huawei.port), "--project-id", PROJECT_ID),
-        *("--ids-file", str(ids_file), "--warmup", str(plan.warmup)),
-        *("--window", str(plan.window), "--marks", str(plan.runs + 1)),
-        *extra,
+        *("--ids-file", str(ids_file), *extra),
     ]
     client = processes.start(f"{kind} client ({jobs} jobs)", argv, CREDENTIALS, pipe_stdout=True)
-    simulator = clouds.huawei.process
-    try:
-        marks = []
-        for _ in range(plan.runs + 1):
-            # Start-up (imports) comes before the warm-up: a minute of slack covers a busy box.
-            line = client.read_line(timeout=plan.warmup + plan.window + 60)
-            sim, busy = simulator.cpu_seconds(), system_busy_seconds()
-            try:
-                data: dict[str, Any] = json.loads(line)
-                polls, errors = float(data["polls"]), float(data["errors"])
-                cpu, at = float(data["cpu_s"]), float(data["t"])
-            except (ValueError, KeyError, TypeError):
-                raise client.failure(f"reported {line[:200]!r}, not a mark") from None
-            marks.append(Mark(polls, errors, at, at, cpu, cpu, sim, sim, busy, busy))
-    finally:
-        processes.stop(client)
-    return summarize(client.name, marks)
+    line = client.read_line(timeout=120)  # imports first: slow on a busy machine
+    if line != READY:
+        raise client.failure(f"said {line[:200]!r} instead of {READY!r}")
+    return client, lambda: _client_mark(client, clouds.huawei.process)
+
+
+def _pause(process: Process) -> None:
+    process.check_running()
+    os.kill(process.pid, signal.SIGSTOP)
+
+
+def _resume(process: Process) -> None:
+    os.kill(process.pid, signal.SIGCONT)
+
+
+KINDS = ("ours", "sdk", "bare")
 
 
 def measure(
     processes: Processes, clouds: Clouds, jobs: int, workdir: Path, plan: PollingPlan
 ) -> dict[str, Any]:
-    """Ours, then the SDK, then bare: one at a time, so none of them shares the CPU."""
-    figures: dict[str, Any] = {}
-    for kind in ("ours", "sdk", "bare"):
+    """Ours, the SDK and bare, taking turns on the CPU; every figure a total over turns."""
+    contenders: dict[str, tuple[Process, Callable[[], Mark]]] = {}
+    simulator = clouds.huawei.process
+    try:
+        for kind in KINDS:  # each one paused as soon as it polls, so the next starts alone
+            progress(f"polling {jobs} jobs: starting {kind}")
+            if kind == "ours":
+                contenders[kind] = _start_exporter(processes, clouds, jobs, workdir)
+            else:
+                contenders[kind] = _start_client(processes, clouds, jobs, workdir, kind)
+            _pause(contenders[kind][0])
+        for kind in KINDS:
+            _resume(contenders[kind][0])
+            time.sleep(plan.warmup)
+            _pause(contenders[kind][0])
         progress(
-            f"polling {jobs} jobs: {kind}, {plan.runs} window(s) of {plan.window:g} s "
-            f"after {plan.warmup:g} s of warm-up"
+            f"polling {jobs} jobs: {plan.runs} round(s) of turns of {plan.window:g} s "
+            f"after {plan.warmup:g} s of warm-up each"
         )
-        if kind == "ours":
-            figures[kind] = measure_exporter(processes, clouds, jobs, workdir, plan)
-        else:
-            figures[kind] = measure_client(processes, clouds, jobs, workdir, plan, kind)
-        clouds.huawei.process.check_running()
+        windows: dict[str, list[Window]] = {kind: [] for kind in KINDS}
+        for index in range(plan.runs):
+            for kind in KINDS[index % 3 :] + KINDS[: index % 3]:
+                process, take_mark = contenders[kind]
+                _resume(process)
+                time.sleep(plan.settle)
+                start = take_mark()
+                time.sleep(plan.window)
+                end = take_mark()
+                _pause(process)
+                windows[kind].append((start, end))
+            simulator.check_running()
+    finally:
+        for process, _ in contenders.values():
+            if process.popen.poll() is None:
+                _resume(process)
+            processes.stop(process)
+    figures: dict[str, Any] = {
+        kind: summarize(contenders[kind][0].name, windows[kind]) for kind in KINDS
+    }
+    for kind in KINDS:
         figure = figures[kind]
         progress(
             f"polling {jobs} jobs: {kind}: {figure['polls_per_s']:,.0f} polls/s, "
@@ -232,5 +271,15 @@ def measure(
     ours = figures["ours"]["polls_per_cpu_s"]
     figures["ours_vs_sdk_per_cpu"] = ours / figures["sdk"]["polls_per_cpu_s"]
     figures["ours_vs_bare_per_cpu"] = ours / figures["bare"]["polls_per_cpu_s"]
+    # The same ratios round by round (turns minutes apart at most): how much they move.
+    for anchor in ("sdk", "bare"):
+        figures[f"ours_vs_{anchor}_per_round"] = [
+            mine / theirs
+            for mine, theirs in zip(
+                figures["ours"]["window_polls_per_cpu_s"],
+                figures[anchor]["window_polls_per_cpu_s"],
+                strict=True,
+            )
+        ]
     figures["loadavg"] = os.getloadavg()[0]
     return figures

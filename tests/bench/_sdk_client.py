@@ -2,8 +2,8 @@
 
 This is what a user polls with when not using the exporter. The benchmark runs it in a process
 of its own, so `getrusage(RUSAGE_SELF)` is exactly its CPU, every thread included. It reports
-marks (polls so far, CPU so far) on stdout, one JSON line each, after a warm-up and then every
-window; the benchmark turns consecutive marks into windows.
+marks (polls so far, CPU so far) on stdout, one JSON line each time the benchmark asks (see
+`_marks`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from huaweicloudsdkcore.exceptions.exceptions import SdkException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkmetastudio.v1 import MetaStudioClient, ShowShortJobRequest
 
-from tests.bench._marks import add_mark_arguments, report_marks
+from tests.bench._marks import add_mark_arguments, serve_marks
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for thread in threads:
         thread.start()
     try:
-        report_marks(args, lambda: (sum(polls), sum(errors)))
+        serve_marks(lambda: (sum(polls), sum(errors)))
     finally:
         stop.set()
         for thread in threads:

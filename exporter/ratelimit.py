@@ -37,6 +37,12 @@ class RateLimiter:
         self._paused_until = max(self._paused_until, moment)
 
     async def acquire(self) -> None:
+        if (
+            self._rate is None
+            and not self._lock.locked()
+            and self._monotonic() >= self._paused_until
+        ):
+            return  # no cap, no pause, nobody waiting: what the lock would have let through at once
         async with self._lock:
             while True:
                 now = self._monotonic()

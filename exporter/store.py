@@ -260,8 +260,12 @@ class Store:
                 duration_observed = True
         else:
             terminal_since = None
-        after = replace(
-            before,
+        # Every field spelled out, not dataclasses.replace (3 µs, a poll's hottest line in the
+        # store); a test fails if a new field is not carried over here.
+        after = JobState(
+            key=before.key,
+            provider=before.provider,
+            labels=before.labels,
             snapshot=snapshot,
             failures=before.failures + (1 if entered_failed else 0),
             polls=before.polls + 1,
@@ -272,6 +276,8 @@ class Store:
             terminal_since=terminal_since,
             first_seen_at=before.first_seen_at if before.first_seen_at is not None else at,
             duration_observed=duration_observed,
+            source=before.source,
+            poll_interval=before.poll_interval,
         )
         self._set(
             after,

@@ -416,3 +416,43 @@ async def test_an_unchanged_answer_gives_back_the_last_snapshot_unparsed(
     # The hash is bookkeeping, not part of what the job is.
     assert first == parse_short_job(orjson.dumps(DOCUMENTED_BODY), JOB)
     assert "body_hash" not in repr(first)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "on_the_wire"),
+    [
+        ("26f06524-4f75-4b3a-a853-b649a21aaf66", "26f06524-4f75-4b3a-a853-b649a21aaf66"),
+        ("odd id/ü~", "odd%20id%2F%C3%BC~"),
+    ],
+)
+async def test_job_ids_are_quoted_only_when_they_need_it_and_the_signature_holds(
+    aiohttp_server: ServerFactory, job_id: str, on_the_wire: str
+) -> None:
+    verified: list[tuple[str, bool]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        auth = huawei.parse_authorization(request.headers["Authorization"])
+        when = huawei.parse_date(request.headers["X-Sdk-Date"])
+        assert auth is not None
+        assert when is not None
+        ok = huawei.verify(
+            method="GET",
+            path=request.raw_path,
+            query=[],
+            headers=request.headers,
+            body=b"",
+            secret_key="sk-1",
+            auth=auth,
+            when=when,
+        )
+        verified.append((request.raw_path, ok))
+        return web.json_response({**DOCUMENTED_BODY, "job_id": job_id})
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = _provider(session, str(server.make_url("/")))
+        snap = await provider.fetch(job_id)
+    assert snap.job_id == job_id
+    assert verified == [
+        (f"/v1/{PROJECT}/voice-training-manage/user/short-jobs/{on_the_wire}", True)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from exporter.states import HUAWEI_ASSESSMENT_METRICS, is_terminal, phase_of
 
 PROVIDER = "huawei_metastudio"
 THROTTLE_CODES = frozenset({"APIGW.0308"})
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
 _MILLIS_THRESHOLD = 1e11
 log = logging.getLogger(__name__)
@@ -183,16 +185,18 @@ class HuaweiMetaStudio:
         self._timeout = timeout
         self._now = now
         self._base = URL(config.base_url)
+        self._jobs_path = (
+            f"{self._base.raw_path.rstrip('/')}/v1/{quote(config.project_id, safe='')}"
+            "/voice-training-manage/user/short-jobs/"
+        )
         # Made at the first signed request: the account's fixed headers, signed the same way
         # every time, are prepared once.
         self._signer: huawei.GetSigner | None = None
 
     def _path(self, job_id: str) -> str:
-        base_path = self._base.raw_path.rstrip("/")
-        return (
-            f"{base_path}/v1/{quote(self._config.project_id, safe='')}"
-            f"/voice-training-manage/user/short-jobs/{quote(job_id, safe='~')}"
-        )
+        if not _UNRESERVED.fullmatch(job_id):  # ids are UUIDs: quote() is for the odd one
+            job_id = quote(job_id, safe="~")
+        return self._jobs_path + job_id
 
     def _headers(self, path: str) -> dict[str, str]:
         creds = self._credentials

@@ -2,7 +2,8 @@
 
 uvloop (libuv, the loop under Node.js) moves the event loop's own work, and the transports'
 reads and writes, from Python to C. Most of a poll is that work and aiohttp's request
-machinery: `make bench` measured about a tenth less CPU per poll with it.
+machinery. With two exporters taking turns on the CPU, uvloop's made 4% more polls per
+CPU-second at 1,000 jobs and 17% more at 10,000.
 """
 
 from __future__ import annotations

@@ -353,7 +353,7 @@ class Poller:
 
     async def _work(self, account: str, keys: list[JobKey]) -> None:
         """Poll a batch, then the account's next due batch while there is one: under a backlog
-        a task per batch was a tenth of a poll's CPU."""
+        a new task per batch (create, name, callbacks, registry) was ~5% of a poll's CPU."""
         batches = 0
         while keys:
             await self._run_batch(keys)

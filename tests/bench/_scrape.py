@@ -111,16 +111,18 @@ def wait_until_polled(exporter: Exporter, jobs: int) -> float:
     started = last_report = time.monotonic()
     while True:
         exporter.process.check_running()
-        # Tracked first: asked the other way round, "none waiting" from before the reload and
-        # "all tracked" from just after it once ended the wait before any job was polled.
-        tracked, sample = _count_jobs(exporter, "")
-        waiting = jobs
+        # Unpolled, then (only when none) tracked, then unpolled again: with the first two
+        # alone, "none unpolled" read before the SIGHUP took effect and "all tracked" read
+        # just after it once ended the wait before any job was polled. The full list (a large
+        # answer, and RSS the memory figure would count) is asked for only at the ends.
+        waiting, sample = _count_jobs(exporter, "?phase=unknown")
+        tracked = _count_jobs(exporter, "")[0] if waiting == 0 else None
         if tracked == jobs:
             waiting, sample = _count_jobs(exporter, "?phase=unknown")
         now = time.monotonic()
         if tracked == jobs and waiting == 0:
             return now - started
-        if tracked == jobs:
+        if tracked is None or tracked == jobs:
             state = f"{jobs - waiting:,} of {jobs:,} jobs polled"
         else:
             state = f"the reload has brought {tracked:,} of {jobs:,} jobs"

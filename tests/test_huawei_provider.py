@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from exporter.model import (
     ThrottledError,
     UpstreamError,
 )
+from exporter.providers.base import MAX_BODY_BYTES
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio, parse_short_job
 from exporter.signing import huawei
 from exporter.states import HUAWEI_STATES, phase_by_rule, phase_of
@@ -456,3 +458,28 @@ async def test_job_ids_are_quoted_only_when_they_need_it_and_the_signature_holds
     assert verified == [
         (f"/v1/{PROJECT}/voice-training-manage/user/short-jobs/{on_the_wire}", True)
     ]
+
+
+@pytest.mark.parametrize("sized", [True, False])
+async def test_a_compressed_answer_is_held_to_the_cap_as_it_inflates(
+    aiohttp_server: ServerFactory, sized: bool
+) -> None:
+    """A 20 MB gzip bomb of 20 KB: its Content-Length is small, what it inflates to is not."""
+    bomb = gzip.compress(b"{" + b" " * (20 << 20) + b"}", compresslevel=9)
+    assert len(bomb) < MAX_BODY_BYTES
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        if sized:
+            return web.Response(body=bomb, headers=headers)
+        response = web.StreamResponse(headers=headers)  # chunked: no Content-Length
+        await response.prepare(request)
+        await response.write(bomb)
+        await response.write_eof()
+        return response
+
+    server = await _serve(aiohttp_server, handler)
+    async with aiohttp.ClientSession() as session:
+        provider = _provider(session, str(server.make_url("/")))
+        with pytest.raises(ResponseParseError, match="over the 1048576-byte cap"):
+            await provider.fetch(JOB)

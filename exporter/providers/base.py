@@ -66,7 +66,9 @@ async def http_get(
                     f"response of {length} bytes is over the {MAX_BODY_BYTES}-byte cap",
                     status=str(response.status),
                 )
-            if length is not None:  # the parser stops at Content-Length: within the cap
+            if length is not None and "Content-Encoding" not in response.headers:
+                # The parser stops at Content-Length, within the cap. Not for a compressed
+                # body: its Content-Length says nothing of what it inflates to (a gzip bomb).
                 return response.status, response.headers, await response.read()
             # read(n) returns what has arrived so far, not n bytes: read until EOF or the cap.
             # An early close then raises ClientPayloadError, a network error, not a parse one.

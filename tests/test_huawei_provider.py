@@ -210,6 +210,25 @@ async def _serve(
     return await aiohttp_server(app)
 
 
+def _verifies(request: web.Request) -> bool:
+    """Whether the request carries a valid signature of access key ak-1, as the gateway checks."""
+    auth = huawei.parse_authorization(request.headers["Authorization"])
+    assert auth is not None
+    assert auth.access_key == "ak-1"
+    when = huawei.parse_date(request.headers["X-Sdk-Date"])
+    assert when is not None
+    return huawei.verify(
+        method=request.method,
+        path=request.raw_path,
+        query=[],
+        headers=request.headers,
+        body=b"",
+        secret_key="sk-1",
+        auth=auth,
+        when=when,
+    )
+
+
 async def test_requests_are_signed_with_project_and_app_user_headers(
     aiohttp_server: ServerFactory,
 ) -> None:
@@ -217,21 +236,7 @@ async def test_requests_are_signed_with_project_and_app_user_headers(
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request)
-        auth = huawei.parse_authorization(request.headers["Authorization"])
-        assert auth is not None
-        assert auth.access_key == "ak-1"
-        when = huawei.parse_date(request.headers["X-Sdk-Date"])
-        assert when is not None
-        ok = huawei.verify(
-            method=request.method,
-            path=request.raw_path,
-            query=[],
-            headers=request.headers,
-            body=b"",
-            secret_key="sk-1",
-            auth=auth,
-            when=when,
-        )
+        ok = _verifies(request)
         return web.json_response(
             DOCUMENTED_BODY if ok else {"error_code": "APIGW.0301"}, status=200 if ok else 401
         )
@@ -433,21 +438,7 @@ async def test_job_ids_are_quoted_only_when_they_need_it_and_the_signature_holds
     verified: list[tuple[str, bool]] = []
 
     async def handler(request: web.Request) -> web.Response:
-        auth = huawei.parse_authorization(request.headers["Authorization"])
-        when = huawei.parse_date(request.headers["X-Sdk-Date"])
-        assert auth is not None
-        assert when is not None
-        ok = huawei.verify(
-            method="GET",
-            path=request.raw_path,
-            query=[],
-            headers=request.headers,
-            body=b"",
-            secret_key="sk-1",
-            auth=auth,
-            when=when,
-        )
-        verified.append((request.raw_path, ok))
+        verified.append((request.raw_path, _verifies(request)))
         return web.json_response({**DOCUMENTED_BODY, "job_id": job_id})
 
     server = await _serve(aiohttp_server, handler)

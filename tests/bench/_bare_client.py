@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from exporter.signing import huawei
-from tests.bench._marks import add_mark_arguments, serve_marks_async
+from tests.bench._marks import add_client_arguments, serve_marks_async
 
 
 async def poll(args: argparse.Namespace, job_ids: list[str]) -> None:
@@ -74,10 +74,8 @@ async def poll(args: argparse.Namespace, job_ids: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench._bare_client")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--project-id", required=True)
     parser.add_argument("--in-flight", type=int, default=100)
-    add_mark_arguments(parser)
+    add_client_arguments(parser)
     args = parser.parse_args(argv)
     asyncio.run(poll(args, Path(args.ids_file).read_text().split()))
 

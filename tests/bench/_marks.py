@@ -22,7 +22,10 @@ from collections.abc import Callable
 READY = "ready"
 
 
-def add_mark_arguments(parser: argparse.ArgumentParser) -> None:
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every anchor client is told: the simulator's port, the project, the job ids."""
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--project-id", required=True)
     parser.add_argument("--ids-file", required=True, help="job ids, one a line")
 
 

@@ -21,15 +21,13 @@ from huaweicloudsdkcore.exceptions.exceptions import SdkException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkmetastudio.v1 import MetaStudioClient, ShowShortJobRequest
 
-from tests.bench._marks import add_mark_arguments, serve_marks
+from tests.bench._marks import add_client_arguments, serve_marks
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench._sdk_client")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--project-id", required=True)
     parser.add_argument("--threads", type=int, default=16)
-    add_mark_arguments(parser)
+    add_client_arguments(parser)
     args = parser.parse_args(argv)
     job_ids = Path(args.ids_file).read_text().split()
 

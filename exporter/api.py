@@ -16,8 +16,14 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from exporter.config import JobConfig, format_errors
+from exporter.lifecycle import (
+    Conflict,
+    JobLimitReached,
+    NotMine,
+    RegistrationError,
+    UnknownAccount,
+)
 from exporter.model import Phase
-from exporter.poller import Conflict, JobLimitReached, NotMine, RegistrationError, UnknownAccount
 from exporter.runtime import RUNTIME, Runtime
 from exporter.store import JobKey, JobState
 
@@ -160,12 +166,12 @@ async def register_job(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return _error(400, "; ".join(format_errors(exc)))
     runtime = _runtime(request)
-    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    assert runtime.lifecycle is not None  # noqa: S101 - routes answer only once started
     try:
-        created = runtime.poller.register(job)
+        created = runtime.lifecycle.register(job)
     except UnknownAccount as exc:
         return _error(400, f"account: {exc}")
-    except Conflict as exc:
+    except Conflict as exc:  # Forgotten too: a job forgotten after its retention
         return _error(409, str(exc))
     except JobLimitReached as exc:
         return _error(429, str(exc))
@@ -187,9 +193,9 @@ async def delete_job(request: web.Request) -> web.Response:
         return refusal
     key = JobKey(request.match_info["account"], request.match_info["job_id"])
     runtime = _runtime(request)
-    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    assert runtime.lifecycle is not None  # noqa: S101 - routes answer only once started
     try:
-        runtime.poller.unregister(key)
+        runtime.lifecycle.unregister(key)
     except KeyError:
         return _error(404, f"job {key.job_id!r} of {key.account!r} is not tracked")
     except Conflict as exc:

@@ -376,6 +376,17 @@ def exporter_families(
         ("account", "provider"),
         ((key, status.added_total) for key, status in view.discovery.items()),
     )
+    forgotten = _family(
+        "cloudjob_forgotten_jobs",
+        "Forgotten jobs (after terminal_retention, or deleted through the API) whose tombstones "
+        "keep any source from bringing them back; each goes once no source has named its job "
+        "for the account's discovery lookback (24 h without discovery).",
+    )
+    for (account, provider), count in sorted(view.forgotten.items()):
+        forgotten.add_sample(
+            forgotten.name, {"account": account, "provider": provider}, float(count)
+        )
+    yield forgotten
     yield _counter(
         "cloudjob_failures",
         "Entries into the failed phase across jobs, by failure code: rates by code outlive "

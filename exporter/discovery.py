@@ -1,7 +1,7 @@
 """Job discovery: find an account's jobs through the cloud's list API instead of a static list.
 
-Discovered jobs join the poller like configured ones (same schedules, same retention); a job the
-poller has forgotten after its retention is not discovered again.
+Discovered jobs join through the life cycle like configured ones (same schedules, same
+retention); a job forgotten after its retention is not discovered again (lifecycle.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
+from exporter.lifecycle import Lifecycle
 from exporter.model import ProviderError, ThrottledError
 from exporter.poller import Poller
 from exporter.providers.base import JobList
@@ -47,6 +48,7 @@ async def discover_once(
     lister: JobLister,
     spec: Discovery,
     poller: Poller,
+    lifecycle: Lifecycle,
     store: Store,
     *,
     wall: Callable[[], float] = time.time,
@@ -85,9 +87,7 @@ async def discover_once(
             )
             raise
         store.record_request(lister.account, lister.provider, "200", monotonic() - started)
-        added += poller.add_discovered(
-            lister.account, page.jobs, spec.labels, horizon=spec.lookback
-        )
+        added += lifecycle.add_discovered(lister.account, page.jobs, spec.labels)
         token = page.next_token
         if not token:
             break
@@ -103,6 +103,7 @@ async def run_discovery(
     lister: JobLister,
     spec: Discovery,
     poller: Poller,
+    lifecycle: Lifecycle,
     store: Store,
     *,
     wall: Callable[[], float] = time.time,
@@ -113,7 +114,7 @@ async def run_discovery(
     failing = False
     while True:
         try:
-            added = await discover_once(lister, spec, poller, store, wall=wall)
+            added = await discover_once(lister, spec, poller, lifecycle, store, wall=wall)
         except ProviderError as error:
             level = logging.DEBUG if failing else logging.WARNING
             failing = True

@@ -1,7 +1,8 @@
 """Background polling: each job on its own schedule, bounded concurrency, per-account pacing.
 
-Polling happens here, never in a scrape (STYLE rule 2): cloud calls cost money and are rate
-limited, and an HA pair of Prometheus servers would double them.
+Polling happens here, never in a scrape: cloud calls cost money and are rate limited, and an HA
+pair of Prometheus servers would double them. The poller only schedules and polls: which jobs
+exist, and when one is forgotten, is the life cycle's to say (lifecycle.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from exporter.config import JobConfig, Settings
+from exporter.config import Settings
+from exporter.lifecycle import Lifecycle
 from exporter.model import JobSnapshot, ProviderError, ResponseParseError, ThrottledError
 from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
-from exporter.store import JobKey, JobState, Store, Transition
+from exporter.store import JobKey, Store, Transition
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +33,8 @@ MAX_INLINE_WAIT = 30.0
 FIRST_POLL_SPREAD = 2.0
 
 
-SOURCE_CONFIG = "config"
-SOURCE_API = "api"
-SOURCE_DISCOVERY = "discovery"
-
-
-class RegistrationError(Exception):
-    """A job the poller will not take; the message is for the API's caller."""
-
-
-class UnknownAccount(RegistrationError):
-    pass
-
-
-class Conflict(RegistrationError):
-    pass
-
-
-class JobLimitReached(RegistrationError):
-    pass
-
-
-class NotMine(RegistrationError):
-    pass
-
-
-# A schedule entry: when the job is due, and its generation (an entry is stale once the job is
-# rescheduled or dropped). A tuple, since heapq compares them in C.
+# A schedule entry: when the job is due, and its sequence number (an entry is stale once the job
+# is rescheduled or no longer tracked). A tuple, since heapq compares them in C.
 _Due = tuple[float, int, JobKey]
 
 
@@ -65,6 +42,7 @@ class Poller:
     def __init__(
         self,
         store: Store,
+        lifecycle: Lifecycle,
         providers: Mapping[str, Provider],
         settings: Settings,
         *,
@@ -72,19 +50,18 @@ class Poller:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
-        owns: Callable[[str, str], bool] = lambda account, job_id: True,
     ) -> None:
         self._store = store
-        self._owns = owns
+        self._lifecycle = lifecycle
         self._providers = dict(providers)
         self._settings = settings
         self._wall = wall
         self._monotonic = monotonic
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._jobs: dict[JobKey, JobConfig] = {}
-        self._sources: dict[JobKey, str] = {}
+        # Each job's current schedule entry, by sequence number.
         self._generation: dict[JobKey, int] = {}
+        self._sequence = 0
         # One schedule per account, so a batch can take that account's next due jobs.
         self._heaps: dict[str, list[_Due]] = {}
         self._wakeup = asyncio.Event()
@@ -94,14 +71,10 @@ class Poller:
         # the heap, not as thousands of tasks queued on the semaphore.
         self._started: dict[str, int] = {}
         self._unknown_states_logged: set[tuple[str, str]] = set()
-        # Jobs dropped after their retention or deleted, and when: discovery must not bring
-        # them back.
-        self._forgotten: dict[JobKey, float] = {}
-        # Config jobs' saved states, waiting for the config to say whether the jobs still exist.
-        self._restored: dict[JobKey, JobState] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._update_limiters()
         self.running = False
+        lifecycle.attach(self)
 
     def _update_limiters(self) -> None:
         for name in self._providers:
@@ -114,166 +87,50 @@ class Poller:
     def limiter(self, account: str) -> RateLimiter:
         return self._limiters[account]
 
-    @property
-    def forgotten(self) -> Mapping[JobKey, float]:
-        return self._forgotten
-
     def reconfigure(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
-        """A reloaded config: new settings and accounts; then `set_jobs` with its jobs.
-
-        Jobs of accounts that are gone, whatever their source, stop and lose their series.
-        """
+        """A reloaded config: new settings and accounts (the life cycle retires the jobs of
+        accounts that are gone; their schedule entries are skipped and dropped)."""
         self._settings = settings
         self._providers = dict(providers)
         self._update_limiters()
-        for key in list(self._jobs):
-            if key.account not in self._providers:
-                self._drop(key)
 
-    def set_jobs(self, jobs: Iterable[JobConfig]) -> None:
-        """Make the configured jobs exactly `jobs`: new ones start soon, dropped ones vanish.
-
-        Jobs registered through the API or found by discovery stay.
-        """
-        wanted = {
-            JobKey(job.account, job.id): job
-            for job in jobs
-            if self._owns(job.account, job.id) and job.account in self._providers
-        }
-        for key in list(self._jobs):
-            if self._sources.get(key) == SOURCE_CONFIG and key not in wanted:
-                self._drop(key)
-        for key, job in wanted.items():
-            self._track(key, job, SOURCE_CONFIG)
-        for key in self._restored:  # saved, but the config no longer lists them
-            self._store.forget(key)
-        self._restored.clear()
-
-    def _track(self, key: JobKey, job: JobConfig, source: str) -> bool:
-        """Track or update a job; True when it is new (its first poll is then scheduled)."""
-        provider = self._providers[key.account]
-        is_new = key not in self._jobs
-        if is_new and key in self._restored:
-            self._store.restore(self._restored.pop(key))
-        self._jobs[key] = job
-        self._sources[key] = source
-        self._forgotten.pop(key, None)
-        self._store.track(
-            key, provider.provider, job.labels, source=source, poll_interval=job.poll_interval
-        )
-        if is_new:
-            self._schedule(key, self._rng.uniform(0, self._first_poll_spread(provider)))
-        return is_new
-
-    def register(self, job: JobConfig, source: str = SOURCE_API) -> bool:
-        """Track a job handed over at run time; True if new, False if already tracked alike.
-
-        Raises Conflict when the id is tracked with other labels or interval, JobLimitReached
-        past `max_jobs`, UnknownAccount, and NotMine when another shard owns the job.
-        """
-        if job.account not in self._providers:
-            raise UnknownAccount(f"unknown account {job.account!r}")
-        key = JobKey(job.account, job.id)
-        if not self._owns(job.account, job.id):
-            raise NotMine(f"job {job.id!r} of {job.account!r} belongs to another shard")
-        current = self._jobs.get(key)
-        if current is not None:
-            if current.labels != job.labels or current.poll_interval != job.poll_interval:
-                raise Conflict(
-                    f"job {job.id!r} of {job.account!r} is already tracked "
-                    f"(from {self._sources[key]}) with different labels or poll_interval"
-                )
-            return False
-        if len(self._jobs) >= self._settings.max_jobs:
-            raise JobLimitReached(
-                f"{len(self._jobs)} jobs tracked: max_jobs ({self._settings.max_jobs}) reached"
-            )
-        return self._track(key, job, source)
-
-    def unregister(self, key: JobKey) -> None:
-        """Stop tracking a registered or discovered job; its series go at the next scrape.
-
-        Raises KeyError if unknown, and Conflict for a job of the config file (remove it there).
-        """
-        source = self._sources[key]
-        if source == SOURCE_CONFIG:
-            raise Conflict(f"job {key.job_id!r} comes from the config file: remove it there")
-        self._forgotten[key] = self._wall()
-        self._drop(key, tombstone=True)
-
-    def restore(self, states: Iterable[JobState], forgotten: Mapping[JobKey, float]) -> None:
-        """Resume from the state file: registered and discovered jobs come back with their
-        last state; config jobs get their state back if the config still lists them."""
-        self._forgotten.update(forgotten)
-        for state in states:
-            key = state.key
-            if key.account not in self._providers or not self._owns(key.account, key.job_id):
-                self._store.forget(key)
-                continue
-            self._restored[key] = state
-            if state.source != SOURCE_CONFIG:
-                job = JobConfig(
-                    account=key.account,
-                    id=key.job_id,
-                    labels=dict(state.labels),
-                    poll_interval=state.poll_interval,
-                )
-                self._track(key, job, state.source)
-
-    def add_discovered(
-        self,
-        account: str,
-        snapshots: Iterable[JobSnapshot],
-        labels: Mapping[str, str],
-        *,
-        horizon: float,
-    ) -> int:
-        """Track jobs a list call found; their snapshot counts as a first poll. Returns new ones.
-
-        `horizon` is the discovery lookback: a job forgotten longer ago than that can no longer
-        be listed, so its tombstone goes.
-        """
+    def jobs_added(
+        self, keys: Sequence[JobKey], found: Sequence[JobSnapshot] | None = None
+    ) -> None:
+        """Schedule jobs the life cycle started tracking. Jobs discovery `found` come with a
+        snapshot that counts as their first poll; the others are polled soon, spread out."""
+        if found is None:
+            for key in keys:
+                provider = self._providers.get(key.account)
+                if provider is not None:
+                    self._schedule(key, self._rng.uniform(0, self._first_poll_spread(provider)))
+            return
         now = self._wall()
-        for key, when in list(self._forgotten.items()):
-            if now - when > horizon:
-                del self._forgotten[key]
         jitter = self._rng.uniform(0.9, 1.1)  # one for all, so they can share requests
-        added = 0
-        for snapshot in snapshots:
-            key = JobKey(account, snapshot.job_id)
-            if key in self._jobs or key in self._forgotten or not self._owns(account, key.job_id):
-                continue
-            if len(self._jobs) >= self._settings.max_jobs:
-                log.warning(
-                    "job_limit_reached",
-                    extra={"account": account, "max_jobs": self._settings.max_jobs},
-                )
-                break
-            job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
-            self._track(key, job, SOURCE_DISCOVERY)
+        for key, snapshot in zip(keys, found, strict=True):
             self._log_success(self._store.record_success(key, snapshot, now))
-            self._schedule(key, self._interval(key) * jitter)
-            added += 1
-        return added
+            self._schedule(key, self._delay(key, jitter))
 
-    def _drop(self, key: JobKey, *, tombstone: bool = False) -> None:
-        self._sources.pop(key, None)
-        self._jobs.pop(key, None)
-        self._generation.pop(key, None)
-        self._store.forget(key, tombstone=self._forgotten.get(key) if tombstone else None)
-
-    def _interval(self, key: JobKey) -> float:
-        job = self._jobs[key]
+    def _delay(self, key: JobKey, jitter: float) -> float:
+        """Until the job's next poll: its interval (stretched by `jitter`), the terminal one
+        once it is terminal; but no later than when its retention ends, so it is forgotten
+        on time."""
         state = self._store.get(key)
-        if state is not None and state.snapshot is not None and state.snapshot.terminal:
-            return self._settings.terminal_poll_interval
-        return job.poll_interval or self._settings.poll_interval
+        if state is None:
+            return 0.0
+        if state.snapshot is None or not state.snapshot.terminal:
+            return (state.poll_interval or self._settings.poll_interval) * jitter
+        delay = self._settings.terminal_poll_interval * jitter
+        until = self._lifecycle.expires_at(state)
+        if until is not None:
+            delay = max(0.0, min(delay, until - self._wall()))
+        return delay
 
     def _schedule(self, key: JobKey, delay: float) -> None:
-        generation = self._generation.get(key, 0) + 1
-        self._generation[key] = generation
+        self._sequence += 1
+        self._generation[key] = self._sequence
         heap = self._heaps.setdefault(key.account, [])
-        heapq.heappush(heap, (self._monotonic() + delay, generation, key))
+        heapq.heappush(heap, (self._monotonic() + delay, self._sequence, key))
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -306,14 +163,23 @@ class Poller:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _next_live(self, heap: list[_Due]) -> _Due | None:
-        """The earliest entry still current (rescheduled or dropped jobs leave stale ones)."""
-        while heap and self._generation.get(heap[0][2]) != heap[0][1]:
+        """The earliest entry still current: rescheduled jobs leave stale entries, and jobs no
+        longer tracked leave theirs, with which their sequence number goes too."""
+        while heap:
+            _, sequence, key = heap[0]
+            if self._generation.get(key) == sequence:
+                if key in self._store:
+                    return heap[0]
+                del self._generation[key]
             heapq.heappop(heap)
-        return heap[0] if heap else None
+        return None
 
     def _start_due(self, account: str, heap: list[_Due], now: float) -> None:
         """Start polls for the account's due jobs, up to `max_concurrency` batches at once."""
         if account not in self._providers:
+            for _, sequence, key in heap:
+                if self._generation.get(key) == sequence:
+                    del self._generation[key]
             heap.clear()
             return
         cap = self._settings.max_concurrency
@@ -375,29 +241,14 @@ class Poller:
         return min(FIRST_POLL_SPREAD, self._settings.poll_interval)
 
     async def _run_batch(self, keys: list[JobKey]) -> None:
-        live = []
-        for key in keys:
-            if self._expired(key):
-                log.info("job_forgotten", extra={"account": key.account, "job_id": key.job_id})
-                self._forgotten[key] = self._wall()
-                self._drop(key, tombstone=True)
-            else:
-                live.append(key)
+        live = self._lifecycle.expire(keys)
         if live:
             await self.poll(live)
         # One jitter for the whole batch: jobs that shared a request keep sharing one.
         jitter = self._rng.uniform(0.9, 1.1)
         for key in live:
-            if key in self._jobs:
-                self._schedule(key, self._interval(key) * jitter)
-
-    def _expired(self, key: JobKey) -> bool:
-        state = self._store.get(key)
-        return (
-            state is not None
-            and state.terminal_since is not None
-            and self._wall() - state.terminal_since >= self._settings.terminal_retention
-        )
+            if key in self._store:
+                self._schedule(key, self._delay(key, jitter))
 
     def _backoff(self, attempt: int, error: ProviderError) -> float:
         """Full-jitter exponential backoff, but never sooner than the cloud's Retry-After."""
@@ -435,6 +286,8 @@ class Poller:
                 else:
                     outcome = results
                 elapsed = self._monotonic() - started
+            if self._providers.get(account) is not provider:
+                return  # the account was removed or replaced while this poll was in flight
             if not isinstance(outcome, ProviderError):
                 self._store.record_request(account, provider.provider, "200", elapsed)
                 self._record(keys, outcome)

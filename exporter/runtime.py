@@ -30,6 +30,7 @@ from exporter.config import (
     watched_files,
 )
 from exporter.discovery import JobLister, run_discovery
+from exporter.lifecycle import Lifecycle
 from exporter.poller import Poller
 from exporter.providers.base import Provider
 from exporter.providers.registry import build_providers
@@ -40,6 +41,8 @@ from exporter.store import Store
 log = logging.getLogger(__name__)
 # How often changed job state is written to the state file.
 PERSIST_INTERVAL = 2.0
+# How often tombstones and retired jobs past their time to live are pruned (and on reloads).
+HOUSEKEEPING_INTERVAL = 60.0
 # Settings a reload cannot change in a running process.
 RESTART_ONLY = ("listen", "state_file", "max_concurrency", "shard", "total_shards")
 
@@ -74,6 +77,7 @@ class Runtime:
         self.extra_jobs: list[JobConfig] = []
         self.extra_discoveries: list[tuple[str, Discovery]] = []
         self.poller: Poller | None = None
+        self.lifecycle: Lifecycle | None = None
         self.api_token: SecretStr | None = None
         self.statefile: StateFile | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -99,6 +103,10 @@ class Runtime:
         ]
         return configured + self.extra_discoveries
 
+    def _ttls(self, settings: Settings) -> dict[str, float]:
+        """Tombstones of an account with discovery live for its lookback (lifecycle.py)."""
+        return {account: spec.lookback for account, spec in self._discoveries(settings)}
+
     def _spawn(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks[name] = asyncio.create_task(coroutine, name=name)
 
@@ -111,12 +119,15 @@ class Runtime:
 
     def _start_discoveries(self, settings: Settings) -> None:
         assert self.poller is not None  # noqa: S101 - started before
+        assert self.lifecycle is not None  # noqa: S101 - started before
         for account, spec in self._discoveries(settings):
             lister = self.providers.get(account)
             if isinstance(lister, JobLister):
                 self._spawn(
                     f"discovery {account}",
-                    run_discovery(lister, spec, self.poller, self.store, wall=self._wall),
+                    run_discovery(
+                        lister, spec, self.poller, self.lifecycle, self.store, wall=self._wall
+                    ),
                 )
 
     # -- life cycle ------------------------------------------------------------------------
@@ -126,26 +137,43 @@ class Runtime:
         settings = self.settings
         self.providers = self._providers_for(settings)
         self.api_token = resolve_api_token(settings, self._environ)
-        poller = Poller(self.store, self.providers, settings, wall=self._wall, owns=self.shard.owns)
+        lifecycle = Lifecycle(
+            self.store,
+            settings,
+            _accounts(self.providers),
+            ttls=self._ttls(settings),
+            wall=self._wall,
+            owns=self.shard.owns,
+        )
+        self.lifecycle = lifecycle
+        poller = Poller(self.store, lifecycle, self.providers, settings, wall=self._wall)
         self.poller = poller
         if settings.state_file is not None:
             self.store.track_changes = True
             self.statefile = StateFile(settings.state_file)
             loaded = await self.statefile.open()
-            poller.restore(loaded.jobs, loaded.forgotten)
+            lifecycle.restore(loaded)
             log.info(
                 "state_loaded",
-                extra={"state_file": str(settings.state_file), "jobs": len(loaded.jobs)},
+                extra={
+                    "state_file": str(settings.state_file),
+                    "jobs": len(loaded.jobs),
+                    "retired": len(loaded.retired),
+                    "forgotten": len(loaded.tombstones),
+                    "unreadable": loaded.unreadable,
+                },
             )
         else:
             log.warning(
                 "state_in_memory",
                 extra={"hint": "set state_file to keep registered jobs across restarts"},
             )
-        poller.set_jobs([*settings.jobs, *self.extra_jobs])
+        lifecycle.set_config_jobs([*settings.jobs, *self.extra_jobs])
+        lifecycle.prune()
         await self.persist()
         self._spawn("poller", poller.run())
         self._start_discoveries(settings)
+        self._spawn("housekeeping", self._housekeep_forever())
         if self.statefile is not None:
             self._spawn("persist", self._persist_forever())
         if self.loader is not None:
@@ -180,8 +208,7 @@ class Runtime:
         if self.statefile is None:
             return
         async with self._persist_lock:
-            changed, removed = self.store.take_changes()
-            await self.statefile.write(changed, removed)
+            await self.statefile.write(self.store.take_changes())
 
     async def _persist_forever(self) -> None:
         while True:
@@ -190,6 +217,12 @@ class Runtime:
                 await self.persist()
             except Exception:  # a full disk must not stop polling; said in the log
                 log.exception("state_write_failed")
+
+    async def _housekeep_forever(self) -> None:
+        assert self.lifecycle is not None  # noqa: S101 - started before
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            self.lifecycle.prune()
 
     # -- reload ----------------------------------------------------------------------------
 
@@ -230,10 +263,13 @@ class Runtime:
         if ignored:
             log.warning("reload_needs_restart", extra={"keys": ignored})
         assert self.poller is not None  # noqa: S101 - started before
+        assert self.lifecycle is not None  # noqa: S101 - started before
         for name in [name for name in self._tasks if name.startswith("discovery ")]:
             await self._cancel(name)
         self.poller.reconfigure(settings, providers)
-        self.poller.set_jobs([*settings.jobs, *self.extra_jobs])
+        self.lifecycle.reconfigure(settings, _accounts(providers), self._ttls(settings))
+        self.lifecycle.set_config_jobs([*settings.jobs, *self.extra_jobs])
+        self.lifecycle.prune()
         self.settings = settings
         self.providers = providers
         self.api_token = token
@@ -249,6 +285,10 @@ class Runtime:
             },
         )
         return True, []
+
+
+def _accounts(providers: Mapping[str, Provider]) -> dict[str, str]:
+    return {name: provider.provider for name, provider in providers.items()}
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

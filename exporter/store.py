@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from exporter.model import JobSnapshot, Phase, ProviderError
 
@@ -104,6 +104,54 @@ class DiscoveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A forgotten job, remembered so that no source brings it back (the rules: lifecycle.py).
+
+    `kind` is "expired" (forgotten after terminal_retention) or "deleted" (through the API);
+    `named_at` is when a source last named the job, the start of its time to live.
+    """
+
+    provider: str
+    kind: str
+    at: float
+    named_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A job that no source names any more, since `at`. Kept for a while so that, named again,
+    it resumes where it was instead of being polled and counted afresh."""
+
+    state: JobState
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since the last state-file write. A job row is written from wherever the job
+    is now (tracked or retired) or deleted when it is neither; tombstones alike."""
+
+    jobs: list[JobState]
+    retired: list[Retired]
+    jobs_gone: list[JobKey]
+    tombstones: dict[JobKey, Tombstone]
+    tombstones_gone: list[JobKey]
+    # The job-outcome counters, whole, when they changed (they are a few hundred rows at most).
+    failures: dict[tuple[str, str, str, str], int] | None
+    job_durations: dict[tuple[str, str, str, str], Histogram] | None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.jobs
+            or self.retired
+            or self.jobs_gone
+            or self.tombstones
+            or self.tombstones_gone
+            or self.failures is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StoreView:
     jobs: tuple[JobState, ...]
     api_requests: Mapping[tuple[str, str, str], int]
@@ -115,6 +163,8 @@ class StoreView:
     discovery: Mapping[tuple[str, str], DiscoveryStatus]
     # (account, provider, job_type, code) -> entries into the failed phase.
     failures: Mapping[tuple[str, str, str, str], int]
+    # (account, provider) -> tombstones held, for the accounts configured now.
+    forgotten: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # The last config reload: did it work, and when did one last work.
     reload_ok: bool = True
     reload_success_at: float | None = None
@@ -149,8 +199,15 @@ class Transition:
 
 
 class Store:
+    """Data only: which job is tracked, retired or forgotten is decided in lifecycle.py, the one
+    caller of `track`, `revive`, `retire`, `forget`, `bury` and `unbury`."""
+
     def __init__(self) -> None:
         self._jobs: dict[JobKey, JobState] = {}
+        self._retired: dict[JobKey, Retired] = {}
+        self._tombstones: dict[JobKey, Tombstone] = {}
+        self._forgotten: dict[tuple[str, str], int] = {}
+        self._accounts: dict[str, str] = {}
         self._api_requests: dict[tuple[str, str, str], int] = {}
         self._api_durations: dict[tuple[str, str], Histogram] = {}
         self._parse_errors: dict[tuple[str, str], int] = {}
@@ -163,7 +220,10 @@ class Store:
         # Changes are remembered only for a state file to write; in memory nothing collects them.
         self.track_changes = False
         self._dirty: set[JobKey] = set()
-        self._removed: dict[JobKey, float | None] = {}
+        self._dirty_tombstones: set[JobKey] = set()
+        self._counters_dirty = False
+
+    # -- membership (called by lifecycle.py only) -----------------------------------------
 
     def track(
         self,
@@ -207,31 +267,145 @@ class Store:
         """Put back a job's state from the state file, as it was before a restart."""
         self._jobs[state.key] = state
 
-    def forget(self, key: JobKey, *, tombstone: float | None = None) -> None:
-        """Drop a job; `tombstone` (when) keeps discovery from finding it again."""
-        self._jobs.pop(key, None)
-        self._dirty.discard(key)
+    def restore_retired(self, retired: Retired) -> None:
+        self._retired[retired.state.key] = retired
+
+    def revive(self, key: JobKey) -> bool:
+        """Track a retired job again with the state it had; False when there is none."""
+        retired = self._retired.pop(key, None)
+        if retired is None:
+            return False
+        self._set(retired.state)
+        return True
+
+    def retire(self, key: JobKey, at: float) -> None:
+        state = self._jobs.pop(key, None)
+        if state is not None:
+            self._retired[key] = Retired(state, at)
+            self._mark(key)
+
+    def forget(self, key: JobKey) -> None:
+        """Drop a job, tracked or retired, and its state."""
+        if self._jobs.pop(key, None) is not None or self._retired.pop(key, None) is not None:
+            self._mark(key)
+
+    def bury(self, key: JobKey, tombstone: Tombstone) -> None:
+        """Forget a job and keep (or renew) its tombstone."""
+        self.forget(key)
+        self.restore_tombstone(key, tombstone)
         if self.track_changes:
-            self._removed[key] = tombstone
+            self._dirty_tombstones.add(key)
+
+    def unbury(self, key: JobKey) -> None:
+        tombstone = self._tombstones.pop(key, None)
+        if tombstone is not None:
+            self._count_tombstone(key, tombstone, -1)
+            if self.track_changes:
+                self._dirty_tombstones.add(key)
+
+    def restore_tombstone(self, key: JobKey, tombstone: Tombstone) -> None:
+        before = self._tombstones.get(key)
+        if before is not None:
+            self._count_tombstone(key, before, -1)
+        self._tombstones[key] = tombstone
+        self._count_tombstone(key, tombstone, 1)
+
+    def _count_tombstone(self, key: JobKey, tombstone: Tombstone, step: int) -> None:
+        """Tombstones per account, kept up to date so a scrape does not walk them all."""
+        bucket = (key.account, tombstone.provider)
+        count = self._forgotten.get(bucket, 0) + step
+        if count:
+            self._forgotten[bucket] = count
+        else:
+            del self._forgotten[bucket]
+
+    @property
+    def retired(self) -> Mapping[JobKey, Retired]:
+        return self._retired
+
+    @property
+    def tombstones(self) -> Mapping[JobKey, Tombstone]:
+        return self._tombstones
+
+    def set_accounts(self, accounts: Mapping[str, str]) -> None:
+        """The accounts configured now, with their providers: `view().forgotten` counts theirs
+        (0 included), and only theirs."""
+        self._accounts = dict(accounts)
+
+    def remove_account(self, account: str) -> None:
+        """Drop the account's statuses and counters (its jobs are retired by the lifecycle)."""
+        for table in (
+            self._api_requests,
+            self._api_durations,
+            self._poll_errors,
+            self._job_durations,
+            self._discovery,
+            self._failures,
+        ):
+            _drop_account(table, account)
+        self._counters_dirty = True
+
+    # -- durable state ----------------------------------------------------------------------
 
     def _set(self, state: JobState, *, durable: bool = True) -> None:
         """Replace a job's state; `durable=False` for changes not worth a state-file write
         (poll times and counts: the next poll renews them anyway)."""
         self._jobs[state.key] = state
-        if self.track_changes and durable:
-            self._dirty.add(state.key)
-            self._removed.pop(state.key, None)
+        if durable:
+            self._mark(state.key)
 
-    def take_changes(self) -> tuple[list[JobState], dict[JobKey, float | None]]:
-        """What changed since the last call, for the state file: current states and removals."""
-        changed = [self._jobs[key] for key in self._dirty if key in self._jobs]
-        removed = self._removed
+    def _mark(self, key: JobKey) -> None:
+        if self.track_changes:
+            self._dirty.add(key)
+
+    def take_changes(self) -> Changes:
+        """What changed since the last call, for the state file."""
+        jobs, retired, gone = [], [], []
+        for key in self._dirty:
+            if (state := self._jobs.get(key)) is not None:
+                jobs.append(state)
+            elif (was := self._retired.get(key)) is not None:
+                retired.append(was)
+            else:
+                gone.append(key)
+        tombstones = {k: t for k in self._dirty_tombstones if (t := self._tombstones.get(k))}
+        counters = self._counters_dirty and self.track_changes
+        changes = Changes(
+            jobs=jobs,
+            retired=retired,
+            jobs_gone=gone,
+            tombstones=tombstones,
+            tombstones_gone=[k for k in self._dirty_tombstones if k not in tombstones],
+            failures=dict(self._failures) if counters else None,
+            job_durations={k: h.copy() for k, h in self._job_durations.items()}
+            if counters
+            else None,
+        )
         self._dirty = set()
-        self._removed = {}
-        return changed, removed
+        self._dirty_tombstones = set()
+        self._counters_dirty = False
+        return changes
+
+    def restore_counters(
+        self,
+        failures: Mapping[tuple[str, str, str, str], int],
+        job_durations: Mapping[tuple[str, str, str, str], Histogram],
+    ) -> None:
+        """The job-outcome counters as a state file kept them: a restart neither resets nor
+        repeats them."""
+        self._failures = dict(failures)
+        self._job_durations = {key: h.copy() for key, h in job_durations.items()}
+
+    # -- observations -------------------------------------------------------------------------
 
     def get(self, key: JobKey) -> JobState | None:
         return self._jobs.get(key)
+
+    def __contains__(self, key: JobKey) -> bool:
+        return key in self._jobs
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
     def job_keys(self) -> list[JobKey]:
         return list(self._jobs)
@@ -255,6 +429,7 @@ class Store:
                 snapshot.failure_code or "",
             )
             self._failures[code_key] = self._failures.get(code_key, 0) + 1
+            self._counters_dirty = True
         duration_observed = before.duration_observed and snapshot.terminal
         if snapshot.terminal:
             terminal_since = before.terminal_since if before.terminal_since is not None else at
@@ -325,6 +500,7 @@ class Store:
         if histogram is None:
             histogram = self._job_durations[bucket] = Histogram(JOB_DURATION_BUCKETS)
         histogram.observe(seconds)
+        self._counters_dirty = True
 
     def record_reload(self, *, ok: bool, at: float) -> None:
         self._reload_ok = ok
@@ -356,6 +532,16 @@ class Store:
             job_durations={key: h.copy() for key, h in self._job_durations.items()},
             discovery=dict(self._discovery),
             failures=dict(self._failures),
+            forgotten={
+                (account, provider): self._forgotten.get((account, provider), 0)
+                for account, provider in self._accounts.items()
+            },
             reload_ok=self._reload_ok,
             reload_success_at=self._reload_success_at,
         )
+
+
+def _drop_account(table: dict[Any, Any], account: str) -> None:
+    """Delete every entry of a table keyed by (account, ...)."""
+    for bucket in [bucket for bucket in table if bucket[0] == account]:
+        del table[bucket]

@@ -52,7 +52,7 @@ def forgetting_config(url: str, jobs: str = "job-0", extra: str = "") -> str:
 async def start(
     aiohttp_server: ServerFactory, path: Path, text: str, **kwargs: object
 ) -> TestServer:
-    path.write_text(text)
+    await asyncio.to_thread(path.write_text, text)
     environ = {"CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk", "T_API": TOKEN}
     return await aiohttp_server(
         create_app(
@@ -168,15 +168,15 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         path.write_text(both)
         environ = {"CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk", "T_ID": "AKIDX", "T_KEY": "key"}
         server = await aiohttp_server(
-            create_app(
-                load_settings(path), environ=environ, loader=lambda: load_settings(path)
-            )
+            create_app(load_settings(path), environ=environ, loader=lambda: load_settings(path))
         )
         text = await wait_for(
             server,
-            lambda t: 'cloudjob_discovery_last_success{account="tc"' in t
-            and 'cloudjob_job_info{account="tc",job_id="a-found"' in t
-            and 'cloudjob_poll_errors_total{account="hw"' in t,
+            lambda t: (
+                'cloudjob_discovery_last_success{account="tc"' in t
+                and 'cloudjob_job_info{account="tc",job_id="a-found"' in t
+                and 'cloudjob_poll_errors_total{account="hw"' in t
+            ),
         )
         path.write_text(both.replace(tencent, ""))
         assert (await server.app[RUNTIME].reload("test"))[0]

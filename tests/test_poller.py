@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
 import pytest
 
 from exporter.config import JobConfig, Settings
+from exporter.lifecycle import Lifecycle
 from exporter.model import JobSnapshot, NotFoundError, ProviderError, ThrottledError, UpstreamError
 from exporter.poller import Poller
+from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
 from exporter.store import JobKey, JobState, Store
 from tests.conftest import snapshot
@@ -53,21 +56,34 @@ class ScriptedProvider:
         return dict.fromkeys(job_ids, outcome)
 
 
+def make(
+    store: Store,
+    providers: Mapping[str, Provider],
+    settings: Settings,
+    clock: FakeClock | None = None,
+) -> tuple[Poller, Lifecycle]:
+    """A poller and the life cycle it polls for, on `clock` when one is given."""
+    timing: dict[str, object] = {}
+    if clock is not None:
+        timing = {"wall": clock.time, "monotonic": clock.time, "sleep": clock.sleep}
+    accounts = {name: provider.provider for name, provider in providers.items()}
+    wall = clock.time if clock is not None else time.time
+    lifecycle = Lifecycle(store, settings, accounts, wall=wall)
+    poller = Poller(store, lifecycle, providers, settings, rng=random.Random(1), **timing)  # type: ignore[arg-type]
+    return poller, lifecycle
+
+
 def _poller(
     provider: ScriptedProvider, clock: FakeClock, **settings: object
 ) -> tuple[Poller, Store]:
     store = Store()
-    config = Settings(**settings)  # type: ignore[arg-type]
-    poller = Poller(
+    poller, lifecycle = make(
         store,
         {provider.account: provider},
-        config,
-        wall=clock.time,
-        monotonic=clock.time,
-        sleep=clock.sleep,
-        rng=random.Random(1),
+        Settings(**settings),  # type: ignore[arg-type]
+        clock,
     )
-    poller.set_jobs([JobConfig(account=provider.account, id="job-1")])
+    lifecycle.set_config_jobs([JobConfig(account=provider.account, id="job-1")])
     return poller, store
 
 
@@ -172,20 +188,28 @@ async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_r
     poller, _ = _poller(
         provider, clock, poll_interval=10, terminal_poll_interval=600, terminal_retention=3600
     )
-    assert poller._interval(KEY) == 10
+    assert poller._delay(KEY, 1.0) == 10
     await poller.poll_once(KEY)
-    assert poller._interval(KEY) == 600
-    assert not poller._expired(KEY)
-    clock.now += 3600
-    assert poller._expired(KEY)
+    assert poller._delay(KEY, 1.0) == 600
+    assert poller._lifecycle.expire([KEY]) == [KEY]
+    clock.now += 3000
+    # The last terminal poll comes when the retention ends, not a whole interval later.
+    assert poller._delay(KEY, 1.0) == 600
+    clock.now += 300
+    assert poller._delay(KEY, 1.0) == 300
+    clock.now += 300
+    assert poller._lifecycle.expire([KEY]) == []
+    assert KEY not in poller._store
 
 
 async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
     store = Store()
     provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
     config = Settings(poll_interval=0.05, terminal_poll_interval=0.05, terminal_retention=0.2)
-    poller = Poller(store, {"hw": provider}, config)
-    poller.set_jobs([JobConfig(account="hw", id="job-1"), JobConfig(account="hw", id="job-2")])
+    poller, lifecycle = make(store, {"hw": provider}, config)
+    lifecycle.set_config_jobs(
+        [JobConfig(account="hw", id="job-1"), JobConfig(account="hw", id="job-2")]
+    )
     task = asyncio.create_task(poller.run())
     try:
         for _ in range(100):
@@ -203,7 +227,7 @@ async def test_set_jobs_drops_removed_jobs_and_keeps_others() -> None:
     clock = FakeClock()
     provider = ScriptedProvider("hw", [snapshot("PROCESSING")])
     poller, store = _poller(provider, clock)
-    poller.set_jobs([JobConfig(account="hw", id="job-2", labels={"team": "a"})])
+    poller._lifecycle.set_config_jobs([JobConfig(account="hw", id="job-2", labels={"team": "a"})])
     assert store.job_keys() == [JobKey("hw", "job-2")]
     assert store.get(JobKey("hw", "job-2")).labels == (("team", "a"),)  # type: ignore[union-attr]
 
@@ -250,8 +274,8 @@ class BatchingProvider:
 async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None:
     store = Store()
     provider = BatchingProvider("tc", 3, {f"j{i}" for i in range(6)})
-    poller = Poller(store, {"tc": provider}, Settings(poll_interval=60))
-    poller.set_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
+    poller, lifecycle = make(store, {"tc": provider}, Settings(poll_interval=60))
+    lifecycle.set_config_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
     # Everything due now, for a deterministic batch.
     poller._heaps["tc"][:] = [(0.0, generation, key) for _, generation, key in poller._heaps["tc"]]
     task = asyncio.create_task(poller.run())
@@ -277,39 +301,42 @@ async def test_discovered_jobs_are_tracked_once_and_not_rediscovered_after_reten
     clock = FakeClock()
     store = Store()
     provider = BatchingProvider("tc", 1, {"a", "b"})
-    poller = Poller(
-        store,
-        {"tc": provider},
-        Settings(terminal_retention=100),
-        wall=clock.time,
-        monotonic=clock.time,
-        sleep=clock.sleep,
-    )
+    poller, lifecycle = make(store, {"tc": provider}, Settings(terminal_retention=100), clock)
     found = [snapshot("SUCCEED", "a"), snapshot("PROCESSING", "b")]
-    assert poller.add_discovered("tc", found, {"source": "discovery"}, horizon=3600) == 2
-    assert poller.add_discovered("tc", found, {}, horizon=3600) == 0
+    assert lifecycle.add_discovered("tc", found, {"source": "discovery"}) == 2
+    assert lifecycle.add_discovered("tc", found, {}) == 0
     state = store.get(JobKey("tc", "a"))
     assert state is not None
     assert state.labels == (("source", "discovery"),)
     assert state.snapshot is not None
     # A config reload keeps discovered jobs.
-    poller.set_jobs([])
+    lifecycle.set_config_jobs([])
     assert sorted(k.job_id for k in store.job_keys()) == ["a", "b"]
     clock.now += 200
     await poller._run_batch([JobKey("tc", "a")])
     assert JobKey("tc", "a") not in store.job_keys()
-    assert poller.add_discovered("tc", found, {}, horizon=3600) == 0  # tombstoned
-    clock.now += 4000
-    assert poller.add_discovered("tc", found, {}, horizon=3600) == 1  # tombstone aged out
+    # Listed again an hour later: still forgotten, and its time to live starts again.
+    clock.now += 3600
+    assert lifecycle.add_discovered("tc", found, {}) == 0
+    clock.now += 86400 - 1
+    lifecycle.prune()
+    assert lifecycle.add_discovered("tc", found, {}) == 0
+    # Not listed for a whole lookback: the tombstone goes, and with it the memory of the job.
+    clock.now += 86400 + 1
+    assert lifecycle.prune() == 1
+    assert JobKey("tc", "a") not in store.tombstones
+    assert lifecycle.add_discovered("tc", found, {}) == 1
 
 
 async def test_restored_config_jobs_come_back_only_if_the_config_still_lists_them() -> None:
     from dataclasses import replace
 
+    from exporter.statefile import Loaded
+
     store = Store()
     store.track_changes = True
     provider = BatchingProvider("hw", 1, {"kept", "dropped", "registered"})
-    poller = Poller(store, {"hw": provider}, Settings())
+    _, lifecycle = make(store, {"hw": provider}, Settings())
     saved = [
         replace(
             JobState(key=JobKey("hw", name), provider="tencent_ci"),
@@ -319,14 +346,15 @@ async def test_restored_config_jobs_come_back_only_if_the_config_still_lists_the
         )
         for name, source in (("kept", "config"), ("dropped", "config"), ("registered", "api"))
     ]
-    poller.restore(saved, {})
-    poller.set_jobs([JobConfig(account="hw", id="kept")])
+    lifecycle.restore(Loaded(jobs=saved))
+    lifecycle.set_config_jobs([JobConfig(account="hw", id="kept")])
     assert sorted(k.job_id for k in store.job_keys()) == ["kept", "registered"]
     kept = store.get(JobKey("hw", "kept"))
     assert kept is not None
     assert kept.failures == 3
-    _, removed = store.take_changes()
-    assert JobKey("hw", "dropped") in removed
+    # The dropped one is retired: kept on disk, with no series, until its time to live ends.
+    changes = store.take_changes()
+    assert [was.state.key.job_id for was in changes.retired] == ["dropped"]
 
 
 class InstantProvider:
@@ -348,10 +376,10 @@ async def test_a_busy_poller_stops_at_once_when_cancelled() -> None:
     swallow the cancellation of the run loop, and SIGTERM never ended the exporter."""
     for _ in range(30):
         store = Store()
-        poller = Poller(
+        poller, lifecycle = make(
             store, {"hw": InstantProvider()}, Settings(poll_interval=0.001, max_concurrency=100)
         )
-        poller.set_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(50)])
+        lifecycle.set_config_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(50)])
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(0.05)
         task.cancel()
@@ -376,8 +404,10 @@ async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks()
             await gate.wait()
             return dict.fromkeys(job_ids, snapshot("PROCESSING"))
 
-    poller = Poller(Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8))
-    poller.set_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(300)])
+    poller, lifecycle = make(
+        Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8)
+    )
+    lifecycle.set_config_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(300)])
     task = asyncio.create_task(poller.run())
     try:
         await asyncio.sleep(3.5)  # past the first-poll spread: every job is due

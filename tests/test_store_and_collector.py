@@ -10,7 +10,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.collector import JobCollector
 from exporter.model import Assessment, NotFoundError, UpstreamError
-from exporter.store import JobKey, JobState, PollError, Store
+from exporter.store import JobKey, JobState, PollError, Store, Tombstone
 from tests.conftest import promtool_check_metrics, snapshot
 
 KEY = JobKey("hw", "job-1")
@@ -315,12 +315,14 @@ def test_without_a_state_file_the_store_collects_no_changes() -> None:
     store = Store()
     for n in range(100):
         store.track(JobKey("hw", f"j{n}"), "huawei_metastudio", {})
-        store.forget(JobKey("hw", f"j{n}"), tombstone=1.0)
-    assert store.take_changes() == ([], {})
-    store.track_changes = True
+        store.bury(JobKey("hw", f"j{n}"), Tombstone("huawei_metastudio", "expired", 1.0, 1.0))
     store.track(KEY, "huawei_metastudio", {})
-    changed, _ = store.take_changes()
-    assert [state.key for state in changed] == [KEY]
+    store.record_success(KEY, snapshot("FAILED"), 1.0)
+    assert not store.take_changes()
+    store.track_changes = True
+    store.track(JobKey("hw", "new"), "huawei_metastudio", {})
+    changes = store.take_changes()
+    assert [state.key for state in changes.jobs] == [JobKey("hw", "new")]
 
 
 def test_an_unchanged_poll_keeps_the_snapshot_object_the_scrape_cache_keys_on() -> None:

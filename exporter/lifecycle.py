@@ -104,7 +104,8 @@ class Lifecycle:
         self._settings = settings
         self._accounts: dict[str, str] = {}
         self._ttls: dict[str, float] = {}
-        self._config_keys: set[JobKey] = set()
+        # The config's jobs (of known accounts and this shard): their tombstones are held.
+        self._config: dict[JobKey, JobConfig] = {}
         self._scheduler: Scheduler | None = None
         self.reconfigure(settings, accounts, ttls)
 
@@ -151,9 +152,9 @@ class Lifecycle:
                 self._store.retire(key, now)
         # A tombstone lives while the config names the job, and its time to live starts when
         # the config stops naming it.
-        for key in (self._config_keys | wanted.keys()) & self._store.tombstones.keys():
+        for key in (self._config.keys() | wanted.keys()) & self._store.tombstones.keys():
             self._name(key, now)
-        self._config_keys = set(wanted)
+        self._config = wanted
         added = []
         for key, job in wanted.items():
             if key in self._store.tombstones:
@@ -218,7 +219,10 @@ class Lifecycle:
         if tombstone is not None:  # deleted through the API: a new registration starts afresh
             self._store.unbury(key)
             self._store.forget(key)
-        self._admit(key, job, SOURCE_API)
+        if key in self._config:  # listed, and held back by the deletion: as the config says
+            self._admit(key, self._config[key], SOURCE_CONFIG)
+        else:
+            self._admit(key, job, SOURCE_API)
         self._added([key])
         return True
 
@@ -318,7 +322,7 @@ class Lifecycle:
     def prune(self) -> int:
         """Drop tombstones and retired states whose time to live is over; returns how many."""
         now = self._wall()
-        held = self._config_keys
+        held = self._config
         pruned = 0
         for key, tombstone in list(self._store.tombstones.items()):
             if key not in held and now - tombstone.named_at > self.ttl(key.account):

@@ -30,7 +30,7 @@ from typing import Protocol
 from exporter.config import Discovery, JobConfig, Settings
 from exporter.model import JobSnapshot
 from exporter.statefile import Loaded
-from exporter.store import JobKey, JobState, Store, Tombstone
+from exporter.store import JobKey, JobState, Store, Tombstone, Transition
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ class Scheduler(Protocol):
     need no call: the poller skips whatever the store no longer tracks."""
 
     def jobs_added(
-        self, keys: Sequence[JobKey], found: Sequence[JobSnapshot] | None = None
-    ) -> None: ...
+        self, keys: Sequence[JobKey], found: Sequence[Transition | None] | None = None
+    ) -> None:
+        """`found`: what recording the jobs' first snapshots did, for jobs discovery found."""
 
 
 class Lifecycle:
@@ -112,7 +113,9 @@ class Lifecycle:
     def attach(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
 
-    def _added(self, keys: Sequence[JobKey], found: Sequence[JobSnapshot] | None = None) -> None:
+    def _added(
+        self, keys: Sequence[JobKey], found: Sequence[Transition | None] | None = None
+    ) -> None:
         if keys and self._scheduler is not None:
             self._scheduler.jobs_added(keys, found)
 
@@ -261,7 +264,8 @@ class Lifecycle:
         if account not in self._accounts:
             return 0
         now = self._wall()
-        keys, found = [], []
+        keys: list[JobKey] = []
+        found: list[Transition | None] = []
         for snapshot in snapshots:
             key = JobKey(account, snapshot.job_id)
             if key in self._store or not self._owns(account, key.job_id):
@@ -280,7 +284,7 @@ class Lifecycle:
             job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
             self._admit(key, job, SOURCE_DISCOVERY)
             keys.append(key)
-            found.append(snapshot)
+            found.append(self._store.record_success(key, snapshot, now))
         self._added(keys, found)
         return len(keys)
 

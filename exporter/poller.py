@@ -95,20 +95,19 @@ class Poller:
         self._update_limiters()
 
     def jobs_added(
-        self, keys: Sequence[JobKey], found: Sequence[JobSnapshot] | None = None
+        self, keys: Sequence[JobKey], found: Sequence[Transition | None] | None = None
     ) -> None:
-        """Schedule jobs the life cycle started tracking. Jobs discovery `found` come with a
-        snapshot that counts as their first poll; the others are polled soon, spread out."""
+        """Schedule jobs the life cycle started tracking. Jobs discovery `found` had their
+        list entry recorded as their first poll; the others are polled soon, spread out."""
         if found is None:
             for key in keys:
                 provider = self._providers.get(key.account)
                 if provider is not None:
                     self._schedule(key, self._rng.uniform(0, self._first_poll_spread(provider)))
             return
-        now = self._wall()
         jitter = self._rng.uniform(0.9, 1.1)  # one for all, so they can share requests
-        for key, snapshot in zip(keys, found, strict=True):
-            self._log_success(self._store.record_success(key, snapshot, now))
+        for key, transition in zip(keys, found, strict=True):
+            self._log_success(transition)
             self._schedule(key, self._delay(key, jitter))
 
     def _delay(self, key: JobKey, jitter: float) -> float:

@@ -35,7 +35,7 @@ from exporter.poller import Poller
 from exporter.providers.base import Provider
 from exporter.providers.registry import build_providers
 from exporter.sharding import Shard
-from exporter.statefile import StateFile
+from exporter.statefile import StateFile, StateFileError
 from exporter.store import Store
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,11 @@ class Runtime:
         if settings.state_file is not None:
             self.store.track_changes = True
             self.statefile = StateFile(settings.state_file)
-            loaded = await self.statefile.open()
+            try:
+                loaded = await self.statefile.open()
+            except StateFileError as exc:  # one line at start-up, exit 2, as for the config
+                self.statefile = None
+                raise ConfigError([str(exc)]) from None
             lifecycle.restore(loaded)
             log.info(
                 "state_loaded",

@@ -296,6 +296,7 @@ class StateFile:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statefile")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -385,6 +386,11 @@ class StateFile:
                 )
 
     async def close(self) -> None:
+        """Close the file; again is a no-op (a failed open has closed it already)."""
+        if self._closed:
+            return
+        self._closed = True
+
         def _close() -> None:
             if self._db is not None:
                 self._db.close()

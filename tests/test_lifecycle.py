@@ -4,21 +4,28 @@ and a removed account takes everything of its own along. Real HTTP over loopback
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from exporter.app import create_app
-from exporter.config import load_settings
+from exporter.config import JobConfig, Settings, load_settings
+from exporter.lifecycle import Lifecycle
 from exporter.runtime import RUNTIME
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
-from tests.test_job_api import PROJECT, TOKEN, metrics, wait_for
+from exporter.store import JobKey, Store
+from tests.conftest import snapshot
+from tests.test_job_api import AUTH, PROJECT, TOKEN, call, metrics, wait_for
+from tests.test_state_and_reload import Exporter, _free_port, _http, _until
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 FAILURES = (
@@ -187,3 +194,163 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         assert 'cloudjob_poll_errors_total{account="hw"' in text
     finally:
         await runner.cleanup()
+
+
+RELOADED_AT = "cloudjob_config_last_reload_success_timestamp_seconds"
+
+
+@pytest.fixture
+def exporter_process(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
+    started: list[Exporter] = []
+
+    def make(text: str) -> Exporter:
+        config = tmp_path / "config.yaml"
+        config.write_text(text)
+        started.append(Exporter(config, _free_port()))
+        return started[-1]
+
+    yield make
+    for instance in started:
+        instance.stop()
+
+
+async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_counted_once(
+    failing_cloud: tuple[MetaStudioSimulator, str],
+    exporter_process: Callable[[str], Exporter],
+    tmp_path: Path,
+) -> None:
+    """The issue's acceptance, on the real exporter process: terminal_retention 3s, a job
+    that failed for good listed in `jobs`."""
+    text = (
+        forgetting_config(failing_cloud[1], "job-0 job-1", f"state_file: {tmp_path / 's.db'}\n")
+        .replace("terminal_retention: 1s", "terminal_retention: 3s")
+        .replace("poll_interval: 0.2s\n", "poll_interval: 0.2s\nreload_check_interval: 0.3\n", 1)
+    )
+    first = exporter_process(text)
+    await asyncio.to_thread(first.start)
+
+    def scrape(instance: Exporter) -> str:
+        return str(_http("GET", instance.url + "/metrics")[1])
+
+    await _until(lambda: value(scrape(first), FAILURES) == 1 and JOB_0 in scrape(first))
+    await _until(lambda: JOB_0 not in scrape(first), within=10)
+    counted = (value(scrape(first), FAILURES), value(scrape(first), DURATIONS))
+    assert counted == (1, 1)
+
+    async def unchanged_after(instance: Exporter, reloaded: Callable[[], None] | None) -> None:
+        if reloaded is not None:
+            at = value(scrape(instance), RELOADED_AT)
+            reloaded()
+            await _until(lambda: value(scrape(instance), RELOADED_AT) != at)
+        await asyncio.sleep(1.5)  # seven poll intervals: a revived job would be counted again
+        after = scrape(instance)
+        assert JOB_0 not in after
+        assert 'cloudjob_job_info{account="hw",job_id="job-1"' in after  # still polling
+        assert (value(after, FAILURES), value(after, DURATIONS)) == counted
+
+    assert first.process is not None
+    await unchanged_after(first, lambda: first.process.send_signal(signal.SIGHUP))  # type: ignore[union-attr]
+    await unchanged_after(first, lambda: os.utime(first.config))
+    first.stop()
+    second = exporter_process(text)
+    await asyncio.to_thread(second.start)
+    await unchanged_after(second, None)
+
+
+async def test_a_forgotten_registration_is_refused_until_deleted_then_starts_afresh(
+    failing_cloud: tuple[MetaStudioSimulator, str],
+    aiohttp_server: ServerFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    server = await start(
+        aiohttp_server, tmp_path / "c.yaml", forgetting_config(failing_cloud[1], "job-1")
+    )
+    job = {"account": "hw", "id": "job-0"}
+    assert (await call(server, "POST", "/api/v1/jobs", job, **AUTH))[0] == 201
+    await forgotten_after_failing(server)
+    forgotten = [r for r in caplog.records if r.getMessage() == "job_forgotten"]
+    assert len(forgotten) == 1
+    assert forgotten[0].source == "api"  # type: ignore[attr-defined]
+    assert "DELETE it, then POST it" in forgotten[0].hint  # type: ignore[attr-defined]
+    # The application repeats its registration: still forgotten, and told why.
+    status, doc = await call(server, "POST", "/api/v1/jobs", job, **AUTH)
+    assert status == 409
+    assert "forgotten" in doc["error"]
+    assert "DELETE it, then POST it" in doc["error"]
+    assert (await call(server, "GET", "/api/v1/jobs/hw/job-0"))[0] == 404
+    assert JOB_0 not in await metrics(server)
+    # DELETE then POST: afresh, on purpose; the failure is counted for the new job.
+    assert (await call(server, "DELETE", "/api/v1/jobs/hw/job-0", **AUTH))[0] == 204
+    assert (await call(server, "DELETE", "/api/v1/jobs/hw/job-0", **AUTH))[0] == 404
+    assert (await call(server, "POST", "/api/v1/jobs", job, **AUTH))[0] == 201
+    await wait_for(server, lambda t: value(t, FAILURES) == 2 and JOB_0 in t)
+    assert len([r for r in caplog.records if r.getMessage() == "job_forgotten"]) == 1
+
+
+async def test_forgetting_a_config_job_is_logged_once_with_a_hint(
+    failing_cloud: tuple[MetaStudioSimulator, str],
+    aiohttp_server: ServerFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    server = await start(aiohttp_server, tmp_path / "c.yaml", forgetting_config(failing_cloud[1]))
+    await forgotten_after_failing(server)
+    for _ in range(3):
+        assert (await server.app[RUNTIME].reload("test"))[0]
+    await asyncio.sleep(0.5)
+    forgotten = [r for r in caplog.records if r.getMessage() == "job_forgotten"]
+    assert len(forgotten) == 1
+    assert "remove it from `jobs`" in forgotten[0].hint  # type: ignore[attr-defined]
+
+
+def _lifecycle(ttls: dict[str, float] | None = None) -> tuple[Lifecycle, Store, list[float]]:
+    now = [1000.0]
+    store = Store()
+    settings = Settings(terminal_retention=100)
+    lifecycle = Lifecycle(
+        store,
+        settings,
+        {"tc": "tencent_ci", "hw": "huawei_metastudio"},
+        ttls=ttls,
+        wall=lambda: now[0],
+    )
+    return lifecycle, store, now
+
+
+def test_a_tombstone_of_an_account_with_discovery_lives_for_its_lookback() -> None:
+    lifecycle, store, now = _lifecycle({"tc": 3600.0})
+    done = snapshot("SUCCEED", "a")
+    for account in ("tc", "hw"):
+        lifecycle.add_discovered(account, [done], {})
+    now[0] += 100
+    assert lifecycle.expire([JobKey("tc", "a"), JobKey("hw", "a")]) == []
+    now[0] += 3601
+    assert lifecycle.prune() == 1  # tc's lookback is over; hw has no discovery: 24 h
+    assert set(store.tombstones) == {JobKey("hw", "a")}
+    now[0] += 86400
+    assert lifecycle.prune() == 1
+    assert not store.tombstones
+
+
+def test_an_account_that_comes_back_resumes_its_jobs_without_counting_again() -> None:
+    lifecycle, store, now = _lifecycle()
+    settings = Settings(terminal_retention=100)
+    key = JobKey("hw", "job-1")
+    lifecycle.set_config_jobs([JobConfig(account="hw", id="job-1")])
+    store.record_success(key, snapshot("FAILED", "job-1", failure_code="E"), now[0])
+    assert store.view().failures == {("hw", "huawei_metastudio", "VOICE_ASSESS", "E"): 1}
+    lifecycle.reconfigure(settings, {"tc": "tencent_ci"})
+    lifecycle.set_config_jobs([])
+    view = store.view()
+    assert (view.jobs, view.failures, dict(view.forgotten)) == ((), {}, {("tc", "tencent_ci"): 0})
+    assert key in store.retired
+    lifecycle.reconfigure(settings, {"hw": "huawei_metastudio"})
+    lifecycle.set_config_jobs([JobConfig(account="hw", id="job-1")])
+    store.record_success(key, snapshot("FAILED", "job-1", failure_code="E"), now[0])
+    state = store.get(key)
+    assert state is not None
+    assert state.failures == 1
+    assert store.view().failures == {}  # the counter went with the account; nothing recounted

@@ -2,9 +2,9 @@
 account removals against a real Store, Lifecycle, Poller and StateFile (a fake clock, a fake
 cloud), with the lifecycle's invariants checked after every step.
 
-Each cloud job moves at most once, from PROCESSING to FAILED or SUCCEED, and has a failure code and a
-job type of its own, so each job's failures and durations have series of their own: the test
-knows exactly how often each may be counted. The clock moves less than `terminal_retention` a
+Each cloud job moves at most once, from PROCESSING to FAILED or SUCCEED, and has a failure code
+and a job type of its own, so each job's failures and durations have series of their own: the
+test knows exactly how often each may be counted. The clock moves less than `terminal_retention` a
 step and never reaches a tombstone's time to live (pruning has unit tests of its own).
 """
 

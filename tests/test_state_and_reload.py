@@ -19,11 +19,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from exporter.model import JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
-from exporter.statefile import job_from_row, job_row
-from exporter.store import JobKey, JobState
 from tests.test_job_api import AUTH, PROJECT, TOKEN, call, config_text, exporter, metrics, polled
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -325,26 +322,3 @@ async def test_sigterm_stops_within_5_s_cancelling_in_flight_polls_and_flushing_
     await asyncio.to_thread(second.start)
     _, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-0")
     assert doc["poll"]["polls_total"] >= before
-
-
-def test_the_state_file_leaves_out_the_body_hash_which_is_seeded_per_process() -> None:
-    key = JobKey("hw", "job-1")
-    state = JobState(
-        key=key,
-        provider="huawei_metastudio",
-        snapshot=JobSnapshot(
-            job_id="job-1",
-            job_type="t",
-            state="SUCCEED",
-            phase=Phase.SUCCEEDED,
-            terminal=True,
-            body_hash=12345,
-        ),
-        polls=3,
-    )
-    row = job_row(state, None)
-    assert "body_hash" not in orjson.loads(row[15])
-    restored, retired_at = job_from_row(row)
-    assert (restored, retired_at) == (state, None)
-    assert restored.snapshot is not None
-    assert restored.snapshot.body_hash is None

@@ -1,4 +1,4 @@
-"""Store view -> Prometheus metric families, rebuilt on every scrape (STYLE rule 3).
+"""Store view -> Prometheus metric families, rebuilt on every scrape.
 
 Nothing here is a long-lived labelled gauge, so a job the store forgot vanishes from the next
 scrape by construction. Values are as of the job's last poll (see

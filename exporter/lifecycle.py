@@ -169,11 +169,16 @@ class Lifecycle:
     def _admit(self, key: JobKey, job: JobConfig, source: str) -> bool:
         """Track a job (resuming a retired one); True when it was not tracked before."""
         is_new = key not in self._store
-        if is_new:
-            self._store.revive(key)
+        provider = self._accounts[key.account]
+        retired = self._store.retired.get(key)
+        if is_new and retired is not None:
+            if retired.state.provider == provider:
+                self._store.revive(key)
+            else:  # the account now names another cloud: nothing to resume
+                self._store.forget(key)
         self._store.track(
             key,
-            self._accounts[key.account],
+            provider,
             job.labels,
             source=source,
             poll_interval=job.poll_interval,

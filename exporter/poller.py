@@ -285,8 +285,8 @@ class Poller:
                 else:
                     outcome = results
                 elapsed = self._monotonic() - started
-            if self._providers.get(account) is not provider:
-                return  # the account was removed or replaced while this poll was in flight
+            if account not in self._providers:
+                return  # removed while this poll was in flight: its series are gone, stay so
             if not isinstance(outcome, ProviderError):
                 self._store.record_request(account, provider.provider, "200", elapsed)
                 self._record(keys, outcome)

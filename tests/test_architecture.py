@@ -1,4 +1,4 @@
-"""Module boundaries (STYLE rule 1): providers know HTTP, the collector knows Prometheus."""
+"""Module boundaries: providers know HTTP, the collector knows Prometheus."""
 
 from __future__ import annotations
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import MISSING, fields
 
 import pytest
 
-from exporter.model import JobSnapshot, Phase
+from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.states import phase_of
+from exporter.store import JobKey, JobState, PollError
 
 
 def promtool_check_metrics(exposition: bytes) -> str:
@@ -39,6 +41,57 @@ def snapshot(state: str, job_id: str = "job-1", **fields: object) -> JobSnapshot
     )
 
 
+def job_with_every_field_set() -> JobState:
+    """A job whose every field differs from its default, so a field the codec drops shows."""
+    snapshot = JobSnapshot(
+        job_id="job-1",
+        job_type="t",
+        state="AUDIT_FAILED",
+        phase=Phase.FAILED,
+        terminal=True,
+        created_at=1.0,
+        updated_at=2.0,
+        started_at=3.0,
+        finished_at=4.0,
+        failure_code="c",
+        failure_reason="r",
+        assessments=(
+            Assessment("m", "e", "a", "s", "s-en", 1, 2.0, 3.0, 4.0),
+            Assessment("n"),
+        ),
+        suggestion="s",
+        known_state=False,
+        queue_id="q",
+        progress=0.5,
+        parse_errors=("f",),
+        extra=(("k", "v"),),
+    )
+    for item in fields(JobSnapshot):
+        if item.default is not MISSING and item.compare:
+            assert getattr(snapshot, item.name) != item.default, item.name
+    state = JobState(
+        key=JobKey("hw", "job-1"),
+        provider="huawei_metastudio",
+        labels=(("a", "1"), ("b", "2")),
+        snapshot=snapshot,
+        failures=3,
+        polls=7,
+        last_poll_success=False,
+        last_poll_at=10.0,
+        last_success_at=9.0,
+        last_error=PollError("upstream", "HTTP 500", "X", "500"),
+        terminal_since=15.0,
+        first_seen_at=5.0,
+        duration_observed=True,
+        source="api",
+        poll_interval=42.0,
+    )
+    for item in fields(JobState):
+        if item.default is not MISSING:
+            assert getattr(state, item.name) != item.default, item.name
+    return state
+
+
 @pytest.fixture
 async def five_job_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     """A MetaStudio simulator with jobs job-0..job-4 on loopback, and its URL."""
@@ -52,4 +105,4 @@ async def five_job_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     await runner.cleanup()
 
 
-__all__ = ["Phase", "promtool_check_metrics", "snapshot"]
+__all__ = ["Phase", "job_with_every_field_set", "promtool_check_metrics", "snapshot"]

@@ -24,7 +24,7 @@ from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
-from tests.test_job_api import AUTH, PROJECT, TOKEN, call, metrics, wait_for
+from tests.test_job_api import AUTH, PROJECT, call, exporter, metrics, wait_for
 from tests.test_state_and_reload import Exporter, _free_port, _http, _until
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -56,22 +56,6 @@ def forgetting_config(url: str, jobs: str = "job-0", extra: str = "") -> str:
     )
 
 
-async def start(
-    aiohttp_server: ServerFactory, path: Path, text: str, **kwargs: object
-) -> TestServer:
-    await asyncio.to_thread(path.write_text, text)
-    environ = {"CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk", "T_API": TOKEN}
-    return await aiohttp_server(
-        create_app(
-            load_settings(path),
-            environ=environ,
-            loader=lambda: load_settings(path),
-            config_path=path,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    )
-
-
 async def forgotten_after_failing(server: TestServer) -> str:
     """Wait for job-0 to be seen failed, then forgotten; returns the scrape that shows both."""
     await wait_for(server, lambda t: value(t, FAILURES) == 1 and JOB_0 in t)
@@ -94,7 +78,7 @@ async def failing_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
 async def test_a_forgotten_config_job_is_not_brought_back_by_a_reload_nor_counted_again(
     failing_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await start(aiohttp_server, tmp_path / "c.yaml", forgetting_config(failing_cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
     text = await forgotten_after_failing(server)
     counted = (value(text, FAILURES), value(text, DURATIONS))
     assert counted == (1, 1)
@@ -112,11 +96,11 @@ async def test_a_tombstone_lives_while_the_config_lists_the_job_then_expires_eve
 ) -> None:
     shift = [0.0]
     database = tmp_path / "state.db"
-    path = tmp_path / "c.yaml"
+    path = tmp_path / "config.yaml"
     url = failing_cloud[1]
-    server = await start(
+    server = await exporter(
         aiohttp_server,
-        path,
+        tmp_path,
         forgetting_config(url, "job-0 job-1", f"state_file: {database}\n"),
         wall=lambda: time.time() + shift[0],
     )
@@ -264,9 +248,7 @@ async def test_a_forgotten_registration_is_refused_until_deleted_then_starts_afr
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await start(
-        aiohttp_server, tmp_path / "c.yaml", forgetting_config(failing_cloud[1], "job-1")
-    )
+    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], "job-1"))
     job = {"account": "hw", "id": "job-0"}
     assert (await call(server, "POST", "/api/v1/jobs", job, **AUTH))[0] == 201
     await forgotten_after_failing(server)
@@ -296,7 +278,7 @@ async def test_forgetting_a_config_job_is_logged_once_with_a_hint(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await start(aiohttp_server, tmp_path / "c.yaml", forgetting_config(failing_cloud[1]))
+    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
     await forgotten_after_failing(server)
     for _ in range(3):
         assert (await server.app[RUNTIME].reload("test"))[0]

@@ -7,12 +7,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from exporter.model import Assessment, JobSnapshot, Phase
+from exporter.model import Assessment, JobSnapshot
 from exporter.statefile import (
     SCHEMA_VERSION,
     Loaded,
@@ -23,7 +23,8 @@ from exporter.statefile import (
     job_from_row,
     job_row,
 )
-from exporter.store import JOB_DURATION_BUCKETS, JobKey, JobState, PollError, Tombstone
+from exporter.store import JOB_DURATION_BUCKETS, JobKey, PollError, Tombstone
+from tests.conftest import job_with_every_field_set
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = DATA.parent.parent
@@ -152,66 +153,15 @@ def test_the_exporter_refuses_a_newer_state_file_in_one_line_and_exits_2(tmp_pat
     assert f"this exporter's {SCHEMA_VERSION}" in lines[0]
 
 
-def _everything_set() -> JobState:
-    """A job whose every field differs from its default, so a field the codec drops shows."""
-    snapshot = JobSnapshot(
-        job_id="job-1",
-        job_type="t",
-        state="AUDIT_FAILED",
-        phase=Phase.FAILED,
-        terminal=True,
-        created_at=1.0,
-        updated_at=2.0,
-        started_at=3.0,
-        finished_at=4.0,
-        failure_code="c",
-        failure_reason="r",
-        assessments=(
-            Assessment("m", "e", "a", "s", "s-en", 1, 2.0, 3.0, 4.0),
-            Assessment("n"),
-        ),
-        suggestion="s",
-        known_state=False,
-        queue_id="q",
-        progress=0.5,
-        parse_errors=("f",),
-        extra=(("k", "v"),),
-    )
-    for item in fields(JobSnapshot):
-        if item.default is not MISSING and item.compare:
-            assert getattr(snapshot, item.name) != item.default, item.name
-    state = JobState(
-        key=JobKey("hw", "job-1"),
-        provider="huawei_metastudio",
-        labels=(("a", "1"), ("b", "2")),
-        snapshot=snapshot,
-        failures=3,
-        polls=7,
-        last_poll_success=False,
-        last_poll_at=10.0,
-        last_success_at=9.0,
-        last_error=PollError("upstream", "HTTP 500", "X", "500"),
-        terminal_since=15.0,
-        first_seen_at=5.0,
-        duration_observed=True,
-        source="api",
-        poll_interval=42.0,
-    )
-    for item in fields(JobState):
-        if item.default is not MISSING:
-            assert getattr(state, item.name) != item.default, item.name
-    return state
-
-
 def test_the_codec_carries_every_field_of_a_job_and_its_snapshot() -> None:
-    state = _everything_set()
+    state = job_with_every_field_set()
     assert job_from_row(job_row(state, 99.0)) == (state, 99.0)
     assert state.snapshot is not None
     assert decode_snapshot(encode_snapshot(state.snapshot)) == state.snapshot
 
 
 def test_the_codec_leaves_out_the_body_hash_which_is_seeded_per_process() -> None:
-    state = _everything_set()
+    state = job_with_every_field_set()
     assert state.snapshot is not None
     encoded = encode_snapshot(JobSnapshot(**{**_asdict(state.snapshot), "body_hash": 12345}))
     assert "body_hash" not in encoded

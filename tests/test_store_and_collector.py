@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -10,8 +10,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.collector import JobCollector
 from exporter.model import Assessment, NotFoundError, UpstreamError
-from exporter.store import JobKey, JobState, PollError, Store, Tombstone
-from tests.conftest import promtool_check_metrics, snapshot
+from exporter.store import JobKey, JobState, Store, Tombstone
+from tests.conftest import job_with_every_field_set, promtool_check_metrics, snapshot
 
 KEY = JobKey("hw", "job-1")
 
@@ -345,30 +345,10 @@ def test_an_unchanged_poll_keeps_the_snapshot_object_the_scrape_cache_keys_on() 
 def test_a_successful_poll_carries_over_every_field_it_does_not_update() -> None:
     """record_success spells out JobState's fields (faster than dataclasses.replace): a field
     added later must not silently fall back to its default after the next poll."""
-    key = JobKey("hw", "job-1")
-    first = snapshot("SUCCEED")
+    restored = job_with_every_field_set()
+    key, first = restored.key, restored.snapshot
+    assert first is not None
     assert first.terminal
-    restored = JobState(
-        key=key,
-        provider="huawei_metastudio",
-        labels=(("team", "a"),),
-        snapshot=first,
-        failures=3,
-        polls=7,
-        last_poll_success=False,
-        last_poll_at=10.0,
-        last_success_at=9.0,
-        last_error=PollError("http", "HTTP 500", None, "500"),
-        terminal_since=15.0,
-        first_seen_at=5.0,
-        duration_observed=True,
-        source="api",
-        poll_interval=42.0,
-    )
-    # Every field differs from its default, or this test would not see it dropped.
-    for item in fields(JobState):
-        if item.default is not MISSING:
-            assert getattr(restored, item.name) != item.default, item.name
     store = Store()
     store.restore(restored)
     store.record_success(key, first, 20.0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +16,9 @@ from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.states import phase_of
 from exporter.store import JobKey, JobState, PollError
+
+if TYPE_CHECKING:
+    from tests.test_state_and_reload import Exporter
 
 
 def promtool_check_metrics(exposition: bytes) -> str:
@@ -90,6 +95,25 @@ def job_with_every_field_set() -> JobState:
         if item.default is not MISSING:
             assert getattr(state, item.name) != item.default, item.name
     return state
+
+
+@pytest.fixture
+def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
+    """Start the real exporter as a process on a config text; stopped after the test."""
+    from tests.test_state_and_reload import Exporter, _free_port
+
+    started: list[Exporter] = []
+
+    def start(text: str) -> Exporter:
+        config = tmp_path / "config.yaml"
+        config.write_text(text)
+        instance = Exporter(config, _free_port())
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop()
 
 
 @pytest.fixture

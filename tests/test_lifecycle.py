@@ -9,7 +9,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
 from tests.test_job_api import AUTH, PROJECT, call, exporter, metrics, wait_for
-from tests.test_state_and_reload import Exporter, _free_port, _http, _until
+from tests.test_state_and_reload import Exporter, _http, _until
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 FAILURES = (
@@ -183,24 +183,9 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
 RELOADED_AT = "cloudjob_config_last_reload_success_timestamp_seconds"
 
 
-@pytest.fixture
-def exporter_process(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
-    started: list[Exporter] = []
-
-    def make(text: str) -> Exporter:
-        config = tmp_path / "config.yaml"
-        config.write_text(text)
-        started.append(Exporter(config, _free_port()))
-        return started[-1]
-
-    yield make
-    for instance in started:
-        instance.stop()
-
-
 async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_counted_once(
     failing_cloud: tuple[MetaStudioSimulator, str],
-    exporter_process: Callable[[str], Exporter],
+    run_exporter: Callable[[str], Exporter],
     tmp_path: Path,
 ) -> None:
     """The issue's acceptance, on the real exporter process: terminal_retention 3s, a job
@@ -210,7 +195,7 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
         .replace("terminal_retention: 1s", "terminal_retention: 3s")
         .replace("poll_interval: 0.2s\n", "poll_interval: 0.2s\nreload_check_interval: 0.3\n", 1)
     )
-    first = exporter_process(text)
+    first = run_exporter(text)
     await asyncio.to_thread(first.start)
 
     def scrape(instance: Exporter) -> str:
@@ -236,7 +221,7 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
     await unchanged_after(first, lambda: first.process.send_signal(signal.SIGHUP))  # type: ignore[union-attr]
     await unchanged_after(first, lambda: os.utime(first.config))
     first.stop()
-    second = exporter_process(text)
+    second = run_exporter(text)
     await asyncio.to_thread(second.start)
     await unchanged_after(second, None)
 

@@ -11,12 +11,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
 from exporter.simulator.metastudio import MetaStudioSimulator
@@ -97,22 +96,6 @@ class Exporter:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
-    started: list[Exporter] = []
-
-    def start(text: str) -> Exporter:
-        config = tmp_path / "config.yaml"
-        config.write_text(text)
-        instance = Exporter(config, _free_port())
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.stop()
 
 
 async def _until(check: Callable[[], bool], within: float = 10) -> None:

@@ -270,13 +270,11 @@ class Store:
     def restore_retired(self, retired: Retired) -> None:
         self._retired[retired.state.key] = retired
 
-    def revive(self, key: JobKey) -> bool:
-        """Track a retired job again with the state it had; False when there is none."""
+    def revive(self, key: JobKey) -> None:
+        """Track a retired job again with the state it had."""
         retired = self._retired.pop(key, None)
-        if retired is None:
-            return False
-        self._set(retired.state)
-        return True
+        if retired is not None:
+            self._set(retired.state)
 
     def retire(self, key: JobKey, at: float) -> None:
         state = self._jobs.pop(key, None)

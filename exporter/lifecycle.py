@@ -3,7 +3,7 @@ life cycle. Config reloads, API registrations and deletions, discovery, the poll
 check, restores from the state file and housekeeping all go through here; the store holds the
 data and the poller only schedules and polls what is tracked.
 
-The rules (README, "Terminal jobs"):
+The rules (docs/operations.md, "Terminal jobs"):
 - A job is tracked while a source names it: the config's `jobs`, an API registration, or
   discovery. When the config stops naming it, or its account goes, it is *retired*: no series,
   no polls, but its state is kept, so a source that names it again resumes it where it was

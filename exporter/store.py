@@ -78,7 +78,12 @@ class JobState:
 
 @dataclass(slots=True)
 class Histogram:
-    """Per-bucket (not cumulative) counts; the collector accumulates when it renders."""
+    """A histogram's state as data: per-bucket (not cumulative) counts and the sum.
+
+    Not prometheus_client's Histogram: the state file saves and restores these counts, which
+    that class offers no public way to do; the collector renders them as a
+    HistogramMetricFamily at scrape time.
+    """
 
     buckets: tuple[float, ...] = DURATION_BUCKETS
     counts: list[int] = field(default_factory=list)

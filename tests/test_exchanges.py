@@ -85,7 +85,7 @@ class Scripted:
 
 def _setup(scripted: Scripted, clock: Clock) -> tuple[Store, Poller, Lifecycle]:
     store = Store()
-    settings = Settings(max_retries=0)  # type: ignore[call-arg]
+    settings = Settings(max_retries=0)
     lifecycle = Lifecycle(store, settings, {ACCOUNT: PROVIDER}, wall=clock.time)
     poller = Poller(
         store,

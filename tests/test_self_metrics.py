@@ -22,6 +22,7 @@ from tests.conftest import snapshot
 
 GOLDEN = Path(__file__).parent / "golden"
 HW, TC = "huawei_metastudio", "tencent_ci"
+NOW = 2000.0
 
 
 def _busy_store() -> Store:
@@ -60,9 +61,9 @@ def _busy_store() -> Store:
     return store
 
 
-def _render(store: Store, fmt: str, **collector: object) -> bytes:
+def _render(collector: SummaryCollector, fmt: str) -> bytes:
     registry = CollectorRegistry()
-    registry.register(SummaryCollector(store.view, lambda: 2000.0, **collector))  # type: ignore[arg-type]
+    registry.register(collector)
     text = generate_openmetrics(registry) if fmt == "openmetrics" else generate_latest(registry)
     # The Python version is the host's; the golden files hold a placeholder.
     host = f'python_version="{platform.python_version()}"'.encode()
@@ -71,9 +72,10 @@ def _render(store: Store, fmt: str, **collector: object) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["prom", "openmetrics"])
 def test_the_exporters_own_families_match_the_golden_files(fmt: str) -> None:
-    busy = _render(_busy_store(), fmt, shard=(1, 3), tasks=lambda: 7)
-    empty = _render(Store(), fmt)
-    for name, text in ((f"self_metrics.{fmt}", busy), (f"self_metrics_empty.{fmt}", empty)):
+    busy = SummaryCollector(_busy_store().view, lambda: NOW, shard=(1, 3), tasks=lambda: 7)
+    empty = SummaryCollector(Store().view, lambda: NOW)
+    for name, collector in ((f"self_metrics.{fmt}", busy), (f"self_metrics_empty.{fmt}", empty)):
+        text = _render(collector, fmt)
         path = GOLDEN / name
         if os.environ.get("CLOUDJOB_UPDATE_GOLDEN"):
             path.write_bytes(text)

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 from exporter.api import add_api_routes
@@ -142,7 +142,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "no-store",
         "Vary": "Accept, Accept-Encoding",
     }
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
     if request.method == "HEAD":
@@ -155,6 +155,32 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         await response.write(piece)
     await response.write_eof()
     return response
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """prometheus_client.exposition.gzip_accepted, honouring a refusal too: that function
+    (prometheus_client 0.26) compares only the coding's name, so `gzip;q=0` would get gzip."""
+    return gzip_accepted(accept_encoding) and not _refuses_gzip(accept_encoding)
+
+
+def _refuses_gzip(accept_encoding: str) -> bool:
+    """Whether the header gives gzip a weight of 0 (`gzip;q=0`, `GZIP; Q=0.000`)."""
+    for coding in accept_encoding.split(","):
+        name, *params = coding.split(";")
+        if name.strip().lower() == "gzip":
+            return any(_is_zero_weight(param) for param in params)
+    return False
+
+
+def _is_zero_weight(param: str) -> bool:
+    """Whether a coding's parameter is `q=0` (any spelling: `Q=0.0`, `q = 0.000`)."""
+    key, _, value = param.partition("=")
+    if key.strip().lower() != "q":
+        return False
+    try:
+        return float(value) == 0.0
+    except ValueError:
+        return False  # a malformed weight refuses nothing
 
 
 async def healthz(request: web.Request) -> web.Response:

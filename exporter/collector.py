@@ -10,9 +10,17 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
+from operator import itemgetter
 
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.model import JobSnapshot, Phase
@@ -116,46 +124,10 @@ def _family(name: str, help_text: str, kind: str = "gauge") -> Metric:
     return Metric(name, help_text, kind)
 
 
-def _counter(
-    name: str,
-    help_text: str,
-    label_names: tuple[str, ...],
-    counts: Iterable[tuple[tuple[str, ...], int]],
-) -> Metric:
-    family = _family(name, help_text, "counter")
-    for values, count in sorted(counts):
-        family.add_sample(
-            name + "_total", dict(zip(label_names, values, strict=True)), float(count)
-        )
-    return family
-
-
-def _histogram(
-    name: str,
-    help_text: str,
-    label_names: tuple[str, ...],
-    histograms: Iterable[tuple[tuple[str, ...], Histogram]],
-) -> Metric:
-    family = _family(name, help_text, "histogram")
-    for values, histogram in sorted(histograms, key=lambda item: item[0]):
-        labels = dict(zip(label_names, values, strict=True))
-        bounds = [*map(_num, histogram.buckets), "+Inf"]
-        cumulative = list(accumulate(histogram.counts))
-        for bound, count in zip(bounds, cumulative, strict=True):
-            family.add_sample(name + "_bucket", {**labels, "le": bound}, float(count))
-        family.add_sample(name + "_count", labels, float(cumulative[-1]))
-        family.add_sample(name + "_sum", labels, histogram.total)
-    return family
-
-
 def _job_labels(job: JobState) -> Labels:
     labels = dict(job.labels)
     labels.update(account=job.key.account, provider=job.provider, job_id=job.key.job_id)
     return labels
-
-
-def _num(text: float) -> str:
-    return repr(float(text)) if text != float("inf") else "+Inf"
 
 
 class SummaryCollector(Collector):
@@ -270,24 +242,24 @@ def summary_families(view: StoreView) -> Iterator[Metric]:
         key = (job.key.account, job.provider, snapshot.phase if snapshot is not None else unknown)
         phase_counts[key] = phase_counts.get(key, 0) + 1
         by_source[job.source] = by_source.get(job.source, 0) + 1
-    tracked = _family(
+    tracked = GaugeMetricFamily(
         "cloudjob_jobs_tracked",
         "Tracked jobs by where they came from: config file, API registration, discovery.",
+        labels=("source",),
     )
     for source, count in sorted(by_source.items()):
-        tracked.add_sample(tracked.name, {"source": source}, float(count))
+        tracked.add_metric((source,), count)
     yield tracked
-    jobs = _family(
+    jobs = GaugeMetricFamily(
         "cloudjob_jobs",
         "Tracked jobs per account, provider and phase (unknown: not yet polled successfully).",
+        labels=("account", "provider", "phase"),
     )
     accounts = sorted({(account, provider) for account, provider, _ in phase_counts})
     for account, provider in accounts:
         for phase in Phase:
-            jobs.add_sample(
-                jobs.name,
-                {"account": account, "provider": provider, "phase": phase.value},
-                float(phase_counts.get((account, provider, phase), 0)),
+            jobs.add_metric(
+                (account, provider, phase.value), phase_counts.get((account, provider, phase), 0)
             )
     yield jobs
 
@@ -295,44 +267,35 @@ def summary_families(view: StoreView) -> Iterator[Metric]:
 def exporter_families(
     view: StoreView, started: float, shard_of: tuple[int, int], tasks: int | None
 ) -> Iterator[Metric]:
-    build = _family("cloudjob_exporter_build", "The exporter's version; always 1.", "info")
-    build.add_sample(
-        "cloudjob_exporter_build_info",
-        {"version": __version__, "python_version": platform.python_version()},
-        1.0,
-    )
-    yield build
-    shard = _family(
-        "cloudjob_exporter_shard",
-        "Which share of the jobs this replica polls (--shard of --total-shards); always 1.",
-        "info",
+    yield InfoMetricFamily(
+        "cloudjob_exporter_build",
+        "The exporter's version; always 1.",
+        value={"version": __version__, "python_version": platform.python_version()},
     )
     index, total = shard_of
-    shard.add_sample(
-        "cloudjob_exporter_shard_info", {"shard": str(index), "total_shards": str(total)}, 1.0
+    yield InfoMetricFamily(
+        "cloudjob_exporter_shard",
+        "Which share of the jobs this replica polls (--shard of --total-shards); always 1.",
+        value={"shard": str(index), "total_shards": str(total)},
     )
-    yield shard
     if tasks is not None:
-        alive = _family(
+        yield GaugeMetricFamily(
             "cloudjob_exporter_asyncio_tasks",
             "Asyncio tasks alive in the exporter's event loop; a count that keeps rising "
             "while the job count does not is a leak.",
+            value=tasks,
         )
-        alive.add_sample(alive.name, {}, float(tasks))
-        yield alive
-    reload_ok = _family(
+    yield GaugeMetricFamily(
         "cloudjob_config_last_reload_successful",
         "1 if the last config reload worked (or none was tried), 0 if the running config "
         "is older than the file because the file is invalid.",
+        value=float(view.reload_ok),
     )
-    reload_ok.add_sample(reload_ok.name, {}, float(view.reload_ok))
-    yield reload_ok
-    reload_at = _family(
+    yield GaugeMetricFamily(
         "cloudjob_config_last_reload_success_timestamp_seconds",
         "When the config was last loaded successfully (start-up or reload), Unix time.",
+        value=view.reload_success_at or started,
     )
-    reload_at.add_sample(reload_at.name, {}, view.reload_success_at or started)
-    yield reload_at
 
     yield _counter(
         "cloudjob_api_requests",
@@ -355,19 +318,20 @@ def exporter_families(
         view.job_durations.items(),
     )
 
-    discovery_ok = _family(
+    discovery_ok = GaugeMetricFamily(
         "cloudjob_discovery_last_success",
         "1 if the account's last job discovery run succeeded, 0 if a list call failed (a "
         "run stopped at the page bound still counts as success; see discovery_truncated).",
+        labels=("account", "provider"),
     )
-    discovery_at = _family(
+    discovery_at = GaugeMetricFamily(
         "cloudjob_discovery_last_run_timestamp_seconds",
         "When the account's job discovery last ran, Unix time.",
+        labels=("account", "provider"),
     )
-    for (account, provider), status in sorted(view.discovery.items()):
-        labels = {"account": account, "provider": provider}
-        discovery_ok.add_sample(discovery_ok.name, labels, float(status.last_success))
-        discovery_at.add_sample(discovery_at.name, labels, status.last_run_at)
+    for account_provider, status in sorted(view.discovery.items()):
+        discovery_ok.add_metric(account_provider, float(status.last_success))
+        discovery_at.add_metric(account_provider, status.last_run_at)
     yield discovery_ok
     yield discovery_at
     yield _counter(
@@ -376,16 +340,15 @@ def exporter_families(
         ("account", "provider"),
         ((key, status.added_total) for key, status in view.discovery.items()),
     )
-    forgotten = _family(
+    forgotten = GaugeMetricFamily(
         "cloudjob_forgotten_jobs",
         "Forgotten jobs (after terminal_retention, or deleted through the API) whose tombstones "
         "keep any source from bringing them back; each goes once no source has named its job "
         "for the account's discovery lookback (24 h without discovery).",
+        labels=("account", "provider"),
     )
-    for (account, provider), count in sorted(view.forgotten.items()):
-        forgotten.add_sample(
-            forgotten.name, {"account": account, "provider": provider}, float(count)
-        )
+    for account_provider, count in sorted(view.forgotten.items()):
+        forgotten.add_metric(account_provider, count)
     yield forgotten
     yield _counter(
         "cloudjob_failures",
@@ -408,3 +371,32 @@ def exporter_families(
         ("account", "provider", "reason"),
         view.poll_errors.items(),
     )
+
+
+def _counter(
+    name: str,
+    help_text: str,
+    label_names: tuple[str, ...],
+    counts: Iterable[tuple[tuple[str, ...], int]],
+) -> CounterMetricFamily:
+    """A counter family kept as data in the store, in label order (a dict's order is the
+    order its series first appeared in)."""
+    family = CounterMetricFamily(name, help_text, labels=label_names)
+    for values, count in sorted(counts):
+        family.add_metric(values, count)
+    return family
+
+
+def _histogram(
+    name: str,
+    help_text: str,
+    label_names: tuple[str, ...],
+    histograms: Iterable[tuple[tuple[str, ...], Histogram]],
+) -> HistogramMetricFamily:
+    """A histogram family from the store's per-bucket counts, in label order."""
+    family = HistogramMetricFamily(name, help_text, labels=label_names)
+    for values, histogram in sorted(histograms, key=itemgetter(0)):
+        bounds = [*map(floatToGoString, histogram.buckets), "+Inf"]
+        cumulative = accumulate(histogram.counts)
+        family.add_metric(values, list(zip(bounds, cumulative, strict=True)), histogram.total)
+    return family

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
 from exporter.lifecycle import Lifecycle
-from exporter.model import ProviderError, ThrottledError
+from exporter.model import Exchange, ProviderError, ThrottledError
 from exporter.poller import Poller
 from exporter.providers.base import JobList
 from exporter.store import Store
@@ -75,10 +75,7 @@ async def discover_once(
                 next_token=token,
             )
         except ProviderError as error:
-            if error.status != "error":
-                store.record_request(
-                    lister.account, lister.provider, error.status, monotonic() - started
-                )
+            store.on_exchange(lister.account, lister.provider, error.status, monotonic() - started)
             if isinstance(error, ThrottledError):
                 # Polls of the same account back off too, as after a throttled poll.
                 limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
@@ -86,7 +83,7 @@ async def discover_once(
                 lister.account, lister.provider, ok=False, at=wall(), added=added
             )
             raise
-        store.record_request(lister.account, lister.provider, "200", monotonic() - started)
+        store.on_exchange(lister.account, lister.provider, Exchange.OK, monotonic() - started)
         added += lifecycle.add_discovered(lister.account, page.jobs, spec.labels)
         token = page.next_token
         if not token:

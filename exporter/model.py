@@ -77,18 +77,32 @@ class JobSnapshot:
         return max(0.0, self.finished_at - self.created_at)
 
 
+class Exchange(StrEnum):
+    """How a request to a cloud ended, where that is not an HTTP status code: the `status`
+    label of cloudjob_api_requests_total is the code as text ("200", "404") or one of these."""
+
+    OK = "200"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    # No exchange to count: the request was never sent (no credentials), or the exporter
+    # itself failed around it. Shown as a poll's status, never counted as a request.
+    NONE = "error"
+
+
 class ProviderError(Exception):
     """A poll that did not produce a snapshot.
 
     `reason` is a short, fixed vocabulary used as a label value; `status` is what the HTTP
-    exchange ended with ("200", "500", "timeout", "connection") for the requests counter;
-    the message is for logs and the JSON API, never for labels.
+    exchange ended with (an HTTP status code as text, or an `Exchange`) for the requests
+    counter; the message is for logs and the JSON API, never for labels.
     """
 
     reason = "error"
     retryable = False
 
-    def __init__(self, message: str, *, status: str = "error", code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: str = Exchange.NONE, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

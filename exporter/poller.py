@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from exporter.config import Settings
 from exporter.lifecycle import Lifecycle
-from exporter.model import JobSnapshot, ProviderError, ResponseParseError, ThrottledError
+from exporter.model import (
+    Exchange,
+    JobSnapshot,
+    ProviderError,
+    ResponseParseError,
+    ThrottledError,
+)
 from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
 from exporter.store import JobKey, Store, Transition
@@ -281,19 +287,18 @@ class Poller:
                     outcome: Mapping[str, JobSnapshot | ProviderError] | ProviderError = failed
                 except Exception as exc:  # a bug for some jobs must not stop the others
                     log.exception("poll_crashed", extra=_context(keys))
-                    outcome = ProviderError(f"internal error: {type(exc).__name__}", status="error")
+                    outcome = ProviderError(f"internal error: {type(exc).__name__}")
                 else:
                     outcome = results
                 elapsed = self._monotonic() - started
             if account not in self._providers:
                 return  # removed while this poll was in flight: its series are gone, stay so
+            status = outcome.status if isinstance(outcome, ProviderError) else Exchange.OK
+            self._store.on_exchange(account, provider.provider, status, elapsed)
             if not isinstance(outcome, ProviderError):
-                self._store.record_request(account, provider.provider, "200", elapsed)
                 self._record(keys, outcome)
                 return
             error: ProviderError = outcome
-            if error.status != "error":
-                self._store.record_request(account, provider.provider, error.status, elapsed)
             delay = self._backoff(attempt, error)
             if isinstance(error, ThrottledError):
                 limiter.pause_until(self._monotonic() + delay)
@@ -327,7 +332,7 @@ class Poller:
         at = self._wall()
         for key in keys:
             outcome = outcomes.get(key.job_id) or ResponseParseError(
-                "the provider returned nothing for this job", status="200"
+                "the provider returned nothing for this job", status=Exchange.OK
             )
             if isinstance(outcome, ProviderError):
                 self._log_failure(self._store.record_failure(key, outcome, at), outcome)

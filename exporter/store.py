@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from exporter.model import JobSnapshot, Phase, ProviderError
+from exporter.model import Exchange, JobSnapshot, Phase, ProviderError
 
 # API latency buckets: gateways answer in tens of ms; a slow cloud takes seconds; timeouts at 10 s.
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -78,7 +78,12 @@ class JobState:
 
 @dataclass(slots=True)
 class Histogram:
-    """Per-bucket (not cumulative) counts; the collector accumulates when it renders."""
+    """A histogram's state as data: per-bucket (not cumulative) counts and the sum.
+
+    Not prometheus_client's Histogram: the state file saves and restores these counts, which
+    that class offers no public way to do; the collector renders them as a
+    HistogramMetricFamily at scrape time.
+    """
 
     buckets: tuple[float, ...] = DURATION_BUCKETS
     counts: list[int] = field(default_factory=list)
@@ -512,7 +517,11 @@ class Store:
         total = (before.added_total if before else 0) + added
         self._discovery[(account, provider)] = DiscoveryStatus(ok, at, total)
 
-    def record_request(self, account: str, provider: str, status: str, seconds: float) -> None:
+    def on_exchange(self, account: str, provider: str, status: str, seconds: float) -> None:
+        """Count one request to a cloud, polls and discovery alike: `status` is the HTTP status
+        code as text or an `Exchange`; a request never sent (`Exchange.NONE`) is not counted."""
+        if status == Exchange.NONE:
+            return
         key = (account, provider, status)
         self._api_requests[key] = self._api_requests.get(key, 0) + 1
         histogram = self._api_durations.get((account, provider))

@@ -108,8 +108,8 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
     )
     store.record_success(JobKey("hw", "job-2"), snapshot("USER_RESULT_REVIEW", "job-2"), 1600.0)
     store.record_failure(JobKey("hw", "never-polled"), NotFoundError("gone", status="404"), 1600.0)
-    store.record_request("hw", "huawei_metastudio", "200", 0.03)
-    store.record_request("hw", "huawei_metastudio", "404", 0.2)
+    store.on_exchange("hw", "huawei_metastudio", "200", 0.03)
+    store.on_exchange("hw", "huawei_metastudio", "404", 0.2)
     text = _render(store)
     promtool_check_metrics(text)
 
@@ -213,7 +213,7 @@ def test_the_openmetrics_rendering_parses() -> None:
     store = Store()
     store.track(KEY, "huawei_metastudio", {})
     store.record_success(KEY, snapshot("FAILED", failure_code="E1"), 1000.0)
-    store.record_request("hw", "huawei_metastudio", "200", 0.03)
+    store.on_exchange("hw", "huawei_metastudio", "200", 0.03)
     registry = CollectorRegistry()
     registry.register(JobCollector(store.view, lambda: 2000.0))
     families = {

@@ -10,7 +10,14 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from exporter.model import JobSnapshot, NetworkError, PollTimeout, ProviderError, ResponseParseError
+from exporter.model import (
+    Exchange,
+    JobSnapshot,
+    NetworkError,
+    PollTimeout,
+    ProviderError,
+    ResponseParseError,
+)
 
 # Job answers are a few KB; a body past this is a broken or hostile upstream, not a job.
 MAX_BODY_BYTES = 1 << 20
@@ -82,11 +89,11 @@ async def http_get(
                     )
             return response.status, response.headers, bytes(body)
     except TimeoutError:
-        raise PollTimeout(f"no answer within {timeout:g}s", status="timeout") from None
+        raise PollTimeout(f"no answer within {timeout:g}s", status=Exchange.TIMEOUT) from None
     except ProviderError:
         raise
     except aiohttp.ClientError as exc:
-        raise NetworkError(f"{type(exc).__name__}: {exc}", status="connection") from None
+        raise NetworkError(f"{type(exc).__name__}: {exc}", status=Exchange.CONNECTION) from None
 
 
 @functools.lru_cache(maxsize=16)

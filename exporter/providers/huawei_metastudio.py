@@ -206,7 +206,7 @@ class HuaweiMetaStudio:
             return headers
         if self._signer is None:
             if creds.access_key is None or creds.secret_key is None:
-                raise AuthError("account has neither a token nor an AK/SK pair", status="error")
+                raise AuthError("account has neither a token nor an AK/SK pair")
             self._signer = huawei.GetSigner(
                 host=self._base.host_port_subcomponent or "",
                 headers={**self._fixed_headers(), "X-Project-Id": self._config.project_id},

@@ -31,7 +31,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog=PROG, description="Prometheus exporter for asynchronous cloud jobs."
     )
     parser.add_argument(
+        "--config.file",
         "--config",
+        dest="config",
         type=Path,
         default=os.environ.get("CLOUDJOB_CONFIG") or None,
         metavar="FILE",
@@ -46,7 +48,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="TLS and basic auth, exporter-toolkit format (env CLOUDJOB_WEB_CONFIG_FILE)",
     )
     parser.add_argument(
-        "--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9871)"
+        "--web.listen-address",
+        "--listen",
+        dest="listen",
+        metavar="HOST:PORT",
+        help="address to serve on (default 0.0.0.0:9871)",
     )
     parser.add_argument(
         "--demo",
@@ -57,9 +63,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--check-config", action="store_true", help="validate the config, print every problem, exit"
     )
     parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], type=str.lower
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        choices=["debug", "info", "warning", "error"],
+        metavar="debug|info|warning|error",
+        type=str.lower,
+        help="overrides the config's log_level",
     )
-    parser.add_argument("--log-format", choices=["text", "json"], type=str.lower)
+    parser.add_argument(
+        "--log.format",
+        "--log-format",
+        dest="log_format",
+        choices=["text", "json"],
+        metavar="text|json",
+        type=str.lower,
+        help="overrides the config's log_format",
+    )
     parser.add_argument(
         "--shard",
         metavar="N|auto",

@@ -58,11 +58,6 @@ def crc_shift(length: int) -> int:
     return p
 
 
-def crc32_combine(crc1: int, crc2: int, shift2: int) -> int:
-    """CRC-32 of A + B from crc(A), crc(B) and crc_shift(len(B)) (zlib's crc32_combine_op)."""
-    return _multmodp(shift2, crc1) ^ crc2
-
-
 @dataclass(frozen=True, slots=True)
 class Piece:
     """Compressed bytes of one piece, with what the trailer needs about its plain bytes."""

@@ -376,8 +376,8 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(self.data)
 
 
-# libyaml's safe loader when PyYAML was built with it: a 10,000-job config loads in 0.23 s,
-# not 1.0 s, with a fraction of the pure-Python loader's node objects.
+# libyaml's safe loader when PyYAML was built with it: a config of thousands of jobs loads
+# several times faster, with a fraction of the pure-Python loader's node objects.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -479,7 +479,8 @@ def load_settings(
 
 @dataclass(frozen=True, slots=True)
 class HuaweiCredentials:
-    """Resolved secrets. Only `reveal()` at the moment of signing; repr never shows them."""
+    """Resolved secrets: read with `get_secret_value()` only at the moment of signing; repr
+    never shows them."""
 
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None

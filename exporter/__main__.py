@@ -30,22 +30,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Prometheus exporter for asynchronous cloud jobs."
     )
-    parser.add_argument(
+    _file_flag(
+        parser,
         "--config.file",
         "--config",
         dest="config",
-        type=Path,
-        default=os.environ.get("CLOUDJOB_CONFIG") or None,
-        metavar="FILE",
-        help="YAML config file (env CLOUDJOB_CONFIG)",
+        env="CLOUDJOB_CONFIG",
+        what="YAML config file",
     )
-    parser.add_argument(
+    _file_flag(
+        parser,
         "--web.config.file",
         dest="web_config_file",
-        type=Path,
-        default=os.environ.get("CLOUDJOB_WEB_CONFIG_FILE") or None,
-        metavar="FILE",
-        help="TLS and basic auth, exporter-toolkit format (env CLOUDJOB_WEB_CONFIG_FILE)",
+        env="CLOUDJOB_WEB_CONFIG_FILE",
+        what="TLS and basic auth, exporter-toolkit format",
     )
     parser.add_argument(
         "--web.listen-address",
@@ -97,6 +95,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser.parse_args(argv)
+
+
+def _file_flag(
+    parser: argparse.ArgumentParser, *flags: str, dest: str, env: str, what: str
+) -> None:
+    """A file flag whose default comes from an environment variable, as a container sets it."""
+    parser.add_argument(
+        *flags,
+        dest=dest,
+        type=Path,
+        default=os.environ.get(env) or None,
+        metavar="FILE",
+        help=f"{what} (env {env})",
+    )
 
 
 def _shard_flag(value: str | None) -> int | str | None:

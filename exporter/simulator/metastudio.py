@@ -20,7 +20,7 @@ from aiohttp import web
 
 from exporter.signing import huawei
 from exporter.simulator.faults import FaultDialect
-from exporter.simulator.scripted import ScriptedSimulator
+from exporter.simulator.scripted import Override, ScriptedSimulator
 from exporter.simulator.scripts import (
     ASSESSED_STATES,
     AUDIT_LOOP,
@@ -80,12 +80,7 @@ _DEFAULT_FAILURES = {
 _DEMO_NAMESPACE = uuid.UUID("6f1c9a52-3d0e-4b7a-9e61-0c5d2b8f4a13")
 
 
-@dataclass(frozen=True, slots=True)
-class _Override:
-    state: str | None
-    body: Mapping[str, object] | bytes | None
-    status: int
-    since: float
+_Override = Override[Mapping[str, object] | bytes]
 
 
 @dataclass(slots=True)
@@ -211,11 +206,7 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
         the whole answer (bytes are sent as they are, to test parsers); `status` sets the HTTP
         status of that answer.
         """
-        job = self._jobs[job_id]
-        job.override = _Override(state=state, body=body, status=status, since=self._clock())
-
-    def clear_override(self, job_id: str) -> None:
-        self._jobs[job_id].override = None
+        self._pin(job_id, state, body, status)
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""

@@ -6,15 +6,29 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
 from exporter.simulator.faults import FaultDialect, Faults, respond
 from exporter.simulator.scripts import Script
 
+BodyT = TypeVar("BodyT")
+
+
+@dataclass(frozen=True, slots=True)
+class Override(Generic[BodyT]):
+    """What a test pinned a job to report (`set_override`), and since when."""
+
+    state: str | None
+    body: BodyT | None
+    status: int
+    since: float
+
 
 class ScriptedJob(Protocol):
+    override: Any  # an Override of the cloud's body type, or None
+
     @property
     def script(self) -> Script: ...
 
@@ -64,6 +78,14 @@ class ScriptedSimulator(Generic[JobT]):
 
     def job_ids(self) -> list[str]:
         return list(self._jobs)
+
+    def _pin(self, job_id: str, state: str | None, body: object, status: int) -> None:
+        """`set_override`'s work, which each cloud documents for its own answers."""
+        override = Override(state=state, body=body, status=status, since=self._clock())
+        self._jobs[job_id].override = override
+
+    def clear_override(self, job_id: str) -> None:
+        self._jobs[job_id].override = None
 
     def _position(self, job: JobT, now: float) -> Position:
         steps = job.script.steps

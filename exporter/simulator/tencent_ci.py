@@ -29,7 +29,7 @@ from multidict import CIMultiDict
 
 from exporter.signing import tencent
 from exporter.simulator.faults import FaultDialect
-from exporter.simulator.scripted import Position, ScriptedSimulator
+from exporter.simulator.scripted import Override, Position, ScriptedSimulator
 from exporter.simulator.scripts import Failure, Script, Step, script_of
 from exporter.simulator.tencent_scripts import (
     CANCELLED,
@@ -270,12 +270,7 @@ def parse_time(value: str) -> float:
 # -- Jobs -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Override:
-    state: str | None
-    body: bytes | None
-    status: int
-    since: float
+_Override = Override[bytes]
 
 
 @dataclass(slots=True)
@@ -432,11 +427,7 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         answer of any look-up that includes the job (a batch breaks as a whole, as it would);
         `status` sets the HTTP status, with a matching `<Error>` body when >= 400 and no `body`.
         """
-        job = self._jobs[job_id]
-        job.override = _Override(state=state, body=body, status=status, since=self._clock())
-
-    def clear_override(self, job_id: str) -> None:
-        self._jobs[job_id].override = None
+        self._pin(job_id, state, body, status)
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""

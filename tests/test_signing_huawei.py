@@ -80,34 +80,32 @@ def _verify(headers: Mapping[str, str], secret_key: str, **request: Any) -> bool
     return huawei.verify(headers=headers, secret_key=secret_key, auth=auth, when=when, **request)
 
 
-@settings(max_examples=1200, deadline=None)
-@given(
-    method=st.sampled_from(["GET", "POST", "DELETE", "get"]),
-    host=_hosts,
-    path=_paths,
-    query=_query,
-    headers=_headers,
-    body=st.one_of(st.just(b""), st.binary(max_size=64)),
-    ak=_keys,
-    sk=_keys,
-    when=_dates,
+# Requests of any method, query and body, as sdk_sign's keyword arguments.
+_requests = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "POST", "DELETE", "get"]),
+        "host": _hosts,
+        "path": _paths,
+        "query": _query,
+        "headers": _headers,
+        "body": st.one_of(st.just(b""), st.binary(max_size=64)),
+        "ak": _keys,
+        "sk": _keys,
+        "when": _dates,
+    }
 )
+
+
+@settings(max_examples=1200, deadline=None)
+@given(request=_requests)
 def test_verify_accepts_what_the_official_sdk_signs_on_generated_requests(
-    method: str,
-    host: str,
-    path: str,
-    query: list[tuple[str, str]],
-    headers: dict[str, str],
-    body: bytes,
-    ak: str,
-    sk: str,
-    when: datetime,
+    request: dict[str, Any],
 ) -> None:
     """Our canonical request equals the SDK's, or no signature of it would verify."""
-    theirs = sdk_sign(method, host, path, query, headers, body, ak, sk, when)
-    request = {"method": method, "path": path, "query": query, "body": body}
-    assert _verify(theirs, sk, **request)
-    assert not _verify(theirs, sk + "x", **request)
+    theirs = sdk_sign(**request)
+    sent = {key: request[key] for key in ("method", "path", "query", "body")}
+    assert _verify(theirs, request["sk"], **sent)
+    assert not _verify(theirs, request["sk"] + "x", **sent)
 
 
 @settings(max_examples=600, deadline=None)

@@ -529,6 +529,19 @@ def test_looping_job_restarts_with_a_new_create_time_after_its_hold() -> None:
     assert sim.answer("once")["lastupdate_time"] == base + 30
 
 
+def test_a_job_stuck_in_its_last_step_keeps_its_times() -> None:
+    clock = FakeClock(T0 + 1_000)
+    sim = make_sim(clock)
+    sim.add_job("stuck", [("CREATING", 10.0), ("PROCESSING", float("inf"))], started=T0)
+    answer = sim.answer("stuck")
+    base = int(T0)
+    assert (answer["state"], answer["create_time"], answer["lastupdate_time"]) == (
+        "PROCESSING",
+        base,
+        base + 10,
+    )
+
+
 def test_millisecond_job_reports_epoch_milliseconds() -> None:
     clock = FakeClock(T0 + 40)
     sim = make_sim(clock)

@@ -188,6 +188,26 @@ def a_stat() -> stat.Panel:
     return stat.Panel().reduce_options(latest()).graph_mode(BigValueGraphMode.NONE)
 
 
+def job_count(
+    title: str,
+    description: str,
+    series: str,
+    *,
+    size: tuple[int, int] = (4, 6),
+    steps: Steps = RED_FROM_ONE,
+) -> stat.Panel:
+    """How many series `series` selects now: 0 when none, not "No data", which reads as broken."""
+    return panel(
+        a_stat(),
+        title,
+        description,
+        "short",
+        [target(f"count({series}) or vector(0)", instant=True)],
+        size=size,
+        steps=steps,
+    )
+
+
 def a_bargauge() -> bargauge.Panel:
     return bargauge.Panel().reduce_options(latest()).orientation(VizOrientation.HORIZONTAL)
 
@@ -252,24 +272,14 @@ def overview() -> list[Builder[model.Panel]]:
     oldest = per_job(f"{sel('cloudjob_job_age_seconds')} and on ({JOB}) ({RUNNING})")
     return [
         by_phase,
-        panel(
-            a_stat(),
-            "Failing now",
-            "Jobs in the failed phase now; each one fires CloudJobFailed.",
-            "short",
-            [target(f"count({failed}) or vector(0)", instant=True)],
-            steps=RED_FROM_ONE,
-            size=(4, 6),
+        job_count(
+            "Failing now", "Jobs in the failed phase now; each one fires CloudJobFailed.", failed
         ),
-        panel(
-            a_stat(),
+        job_count(
             "Stuck",
             f"Jobs pending for over {STUCK_SECONDS['pending'] // 60} min or in one running state "
             f"for over {STUCK_SECONDS['running'] // 3600} h, as the stuck alerts count them.",
-            "short",
-            [target(f"count({per_job(f'({stuck})')}) or vector(0)", instant=True)],
-            steps=RED_FROM_ONE,
-            size=(4, 6),
+            per_job(f"({stuck})"),
         ),
         panel(
             a_stat(),
@@ -434,13 +444,11 @@ def assessments() -> list[Builder[model.Panel]]:
             )
         )
         .override_by_name("Status", colored_cells(ASSESSMENT_STATUS)),
-        panel(
-            a_stat(),
+        job_count(
             "Out-of-range assessments",
             "Assessed metrics the cloud rates outside their expected range (fires "
             "CloudJobAssessmentOutOfRange).",
-            "short",
-            [target(f"count({out_of_range}) or vector(0)", instant=True)],
+            out_of_range,
             size=(8, 10),
             steps=((None, "green"), (1, "orange")),
         ),

@@ -30,23 +30,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Prometheus exporter for asynchronous cloud jobs."
     )
-    parser.add_argument(
+    _file_flag(
+        parser,
+        "--config.file",
         "--config",
-        type=Path,
-        default=os.environ.get("CLOUDJOB_CONFIG") or None,
-        metavar="FILE",
-        help="YAML config file (env CLOUDJOB_CONFIG)",
+        dest="config",
+        env="CLOUDJOB_CONFIG",
+        what="YAML config file",
     )
-    parser.add_argument(
+    _file_flag(
+        parser,
         "--web.config.file",
         dest="web_config_file",
-        type=Path,
-        default=os.environ.get("CLOUDJOB_WEB_CONFIG_FILE") or None,
-        metavar="FILE",
-        help="TLS and basic auth, exporter-toolkit format (env CLOUDJOB_WEB_CONFIG_FILE)",
+        env="CLOUDJOB_WEB_CONFIG_FILE",
+        what="TLS and basic auth, exporter-toolkit format",
     )
     parser.add_argument(
-        "--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9871)"
+        "--web.listen-address",
+        "--listen",
+        dest="listen",
+        metavar="HOST:PORT",
+        help="address to serve on (default 0.0.0.0:9871)",
     )
     parser.add_argument(
         "--demo",
@@ -57,9 +61,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--check-config", action="store_true", help="validate the config, print every problem, exit"
     )
     parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], type=str.lower
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        choices=["debug", "info", "warning", "error"],
+        metavar="debug|info|warning|error",
+        type=str.lower,
+        help="overrides the config's log_level",
     )
-    parser.add_argument("--log-format", choices=["text", "json"], type=str.lower)
+    parser.add_argument(
+        "--log.format",
+        "--log-format",
+        dest="log_format",
+        choices=["text", "json"],
+        metavar="text|json",
+        type=str.lower,
+        help="overrides the config's log_format",
+    )
     parser.add_argument(
         "--shard",
         metavar="N|auto",
@@ -77,6 +95,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser.parse_args(argv)
+
+
+def _file_flag(
+    parser: argparse.ArgumentParser, *flags: str, dest: str, env: str, what: str
+) -> None:
+    """A file flag whose default comes from an environment variable, as a container sets it."""
+    parser.add_argument(
+        *flags,
+        dest=dest,
+        type=Path,
+        default=os.environ.get(env) or None,
+        metavar="FILE",
+        help=f"{what} (env {env})",
+    )
 
 
 def _shard_flag(value: str | None) -> int | str | None:

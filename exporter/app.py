@@ -147,8 +147,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         return web.Response(body=body, headers=headers)
     if request.method == "HEAD":
         return web.Response(headers=headers)
-    # Inflated a piece at a time as it is sent: 50,000 jobs are ~190 MB of text, which the
-    # exporter would otherwise hold whole (twice, with the transport's buffer) per scrape.
+    # Inflated a piece at a time as it is sent: tens of thousands of jobs are hundreds of
+    # megabytes of text, which the exporter would otherwise hold whole (twice, with the
+    # transport's buffer) per scrape.
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     for piece in inflate_pieces(body):

@@ -262,9 +262,6 @@ class Poller:
             delay = max(delay, error.retry_after)
         return delay
 
-    async def poll_once(self, key: JobKey) -> None:
-        await self.poll([key])
-
     async def poll(self, keys: list[JobKey]) -> None:
         """Poll jobs of one account in one request, retrying what is worth retrying.
 

@@ -373,7 +373,7 @@ def tls_context(tls: TLSServerConfig, *, base: Path) -> ssl.SSLContext:
 class BasicAuth:
     """Checks `Authorization: Basic` against bcrypt hashes without stalling the event loop.
 
-    bcrypt is slow on purpose (cost 10 is ~70 ms of CPU), so: a check that is not cached runs in
+    bcrypt is slow on purpose (tens of ms of CPU each), so: a check that is not cached runs in
     a worker thread, at most `concurrency` at a time, so a flood of wrong passwords cannot take
     every thread of the default executor; an unknown user is checked against a dummy hash of the
     same cost, so response time does not tell which user names exist; and a successful check is

@@ -14,6 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+import exporter.__main__ as cli
+from exporter.__main__ import parse_args
+from exporter.config import Settings
 from tests.conftest import promtool_check_metrics
 
 
@@ -212,3 +215,59 @@ def test_a_complex_environment_override_that_is_not_json_is_one_line() -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert 'environment: error parsing value for field "accounts"' in result.stderr
+
+
+_SPELLINGS = [
+    (("--config.file", "--config"), "c.yaml", "config", Path("c.yaml")),
+    (("--web.listen-address", "--listen"), "127.0.0.1:9", "listen", "127.0.0.1:9"),
+    (("--log.level", "--log-level"), "DEBUG", "log_level", "debug"),
+    (("--log.format", "--log-format"), "json", "log_format", "json"),
+]
+
+
+@pytest.mark.parametrize(("flags", "value", "dest", "parsed"), _SPELLINGS)
+def test_prometheus_style_flags_and_the_old_spellings_parse_alike(
+    flags: tuple[str, str], value: str, dest: str, parsed: object
+) -> None:
+    for flag in flags:
+        assert getattr(parse_args([flag, value]), dest) == parsed, flag
+        assert getattr(parse_args([f"{flag}={value}"]), dest) == parsed, flag
+
+
+def test_help_names_both_spellings_of_each_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    shown = capsys.readouterr().out
+    for flags, *_ in _SPELLINGS:
+        assert all(flag in shown for flag in flags), flags
+
+
+def test_prometheus_style_flags_reach_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("log_level: error\n")
+    seen: dict[str, object] = {}
+
+    def fake_serve(settings: Settings, **kwargs: object) -> int:
+        seen.update(settings=settings, config_path=kwargs["config_path"])
+        return 0
+
+    monkeypatch.setattr(cli, "setup_logging", lambda level, fmt: seen.update(logging=(level, fmt)))
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    argv = ["--config.file", str(path), "--web.listen-address", "127.0.0.1:9"]
+    assert cli.main([*argv, "--log.level", "warning", "--log.format", "json"]) == 0
+    assert seen["config_path"] == path
+    assert seen["logging"] == ("warning", "json")
+    settings = seen["settings"]
+    assert isinstance(settings, Settings)
+    assert settings.listen == "127.0.0.1:9"
+
+
+def test_a_bad_value_for_a_prometheus_style_flag_names_that_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--log.format", "xml"])
+    assert exit_info.value.code == 2
+    assert "--log.format" in capsys.readouterr().err

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from exporter.config import (
     ConfigError,
+    HuaweiAccount,
+    JobConfig,
+    Settings,
+    TencentAccount,
     check_credentials,
     load_settings,
     parse_duration,
@@ -222,3 +228,107 @@ def test_cross_key_problems_are_reported_with_the_others(tmp_path: Path) -> None
     )
     assert any(p.startswith("poll_interval: not a duration") for p in problems)
     assert "jobs[1].account: unknown account 'nope'" in problems
+
+
+def _time_key_config(key: str, value: str) -> str:
+    """A config that sets `key` (a dotted path as in error messages) to `value`."""
+    top_level = "." not in key and "[" not in key
+    job_extra = f", poll_interval: {value}" if key == "jobs[0].poll_interval" else ""
+    discover = {"lookback": "86400", "interval": "300"}
+    if key.startswith("accounts.tc.discover."):
+        discover[key.rpartition(".")[2]] = value
+    return (
+        (f"{key}: {value}\n" if top_level else "")
+        + "accounts:\n"
+        + "  hw: {provider: huawei_metastudio, region: r, project_id: p}\n"
+        + "  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-x\n"
+        + f"    discover: {{lookback: {discover['lookback']}, interval: {discover['interval']}}}\n"
+        + f"jobs:\n  - {{account: hw, id: j{job_extra}}}\n"
+    )
+
+
+def _time_key_value(settings: Settings, key: str) -> float:
+    if key == "jobs[0].poll_interval":
+        value = settings.jobs[0].poll_interval
+    elif key.startswith("accounts.tc.discover."):
+        account = settings.accounts["tc"]
+        assert isinstance(account, TencentAccount)
+        assert account.discover is not None
+        value = getattr(account.discover, key.rpartition(".")[2])
+    else:
+        value = getattr(settings, key)
+    assert isinstance(value, float)
+    return value
+
+
+# Every time-valued key, and whether 0 is allowed (it turns the thing off).
+TIME_KEYS = {
+    "poll_interval": False,
+    "terminal_poll_interval": False,
+    "terminal_retention": False,
+    "request_timeout": False,
+    "reload_check_interval": True,
+    "jobs[0].poll_interval": False,
+    "accounts.tc.discover.lookback": False,
+    "accounts.tc.discover.interval": False,
+}
+# Float keys that are not times.
+NOT_TIME_KEYS = {"max_rps"}
+
+
+def _float_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Dotted names of every float-valued field below `model`, optional or not."""
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        for kind in typing.get_args(field.annotation) or (field.annotation,):
+            if kind is float:
+                found.add(prefix + name)
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                found |= _float_fields(kind, f"{prefix}{name}.")
+    return found
+
+
+def test_every_time_valued_key_is_a_duration() -> None:
+    """A new float key is either in TIME_KEYS, so the tests below prove it takes durations, or
+    declared not to be a time."""
+    models: list[type[BaseModel]] = [Settings, JobConfig, HuaweiAccount, TencentAccount]
+    floats = set().union(*(_float_fields(model) for model in models))
+    times = {key.rpartition(".")[2] for key in TIME_KEYS}
+    assert {key.rpartition(".")[2] for key in floats} == times | NOT_TIME_KEYS
+
+
+@pytest.mark.parametrize("key", TIME_KEYS)
+@pytest.mark.parametrize(("value", "seconds"), [("1m", 60.0), ("90", 90.0), ("2.5", 2.5)])
+def test_every_time_key_takes_durations_and_plain_seconds(
+    tmp_path: Path, key: str, value: str, seconds: float
+) -> None:
+    settings = load_settings(_write(tmp_path, _time_key_config(key, value)))
+    assert _time_key_value(settings, key) == seconds
+
+
+@pytest.mark.parametrize(("key", "zero_allowed"), TIME_KEYS.items())
+@pytest.mark.parametrize("zero", ["0s", "0"])
+def test_zero_is_accepted_where_it_means_off_and_refused_naming_the_key_elsewhere(
+    tmp_path: Path, key: str, zero_allowed: bool, zero: str
+) -> None:
+    text = _time_key_config(key, zero)
+    if zero_allowed:
+        assert _time_key_value(load_settings(_write(tmp_path, text)), key) == 0.0
+    else:
+        assert _problems(tmp_path, text) == [f"{key}: Input should be greater than 0"]
+
+
+@pytest.mark.parametrize("key", TIME_KEYS)
+def test_a_time_key_that_is_not_a_duration_is_one_line_naming_the_key(
+    tmp_path: Path, key: str
+) -> None:
+    problems = _problems(tmp_path, _time_key_config(key, "-1s"))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{key}: not a duration: '-1s'"), problems
+
+
+def test_reload_check_interval_takes_a_duration_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDJOB_RELOAD_CHECK_INTERVAL", "0s")
+    assert load_settings(_write(tmp_path, "")).reload_check_interval == 0.0

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.collector import job_families
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate
-from exporter.gzip_segments import compress, crc32_combine, crc_shift
+from exporter.gzip_segments import compress, crc_shift
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import DOCUMENTED_STATES, HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
@@ -252,12 +252,20 @@ def test_pieces_compressed_apart_join_into_one_valid_gzip_with_the_right_crc(
     assert gzip.decompress(assemble(compress(part) for part in parts)) == b"".join(parts)
 
 
-@given(st.binary(max_size=200), st.binary(max_size=5000))
-def test_crc32_combine_matches_zlib(first: bytes, second: bytes) -> None:
+@given(st.lists(st.binary(max_size=5000), max_size=4))
+def test_joined_pieces_carry_the_crc_and_size_of_their_plain_bytes(parts: list[bytes]) -> None:
     import zlib
 
-    combined = crc32_combine(zlib.crc32(first), zlib.crc32(second), crc_shift(len(second)))
-    assert combined == zlib.crc32(first + second)
+    from exporter.gzip_segments import assemble, join
+
+    joined = join([compress(part) for part in parts])
+    plain = b"".join(parts)
+    assert (joined.crc, joined.size, joined.shift) == (
+        zlib.crc32(plain),
+        len(plain),
+        crc_shift(len(plain)),
+    )
+    assert gzip.decompress(assemble([joined, compress(b"tail")])) == plain + b"tail"
 
 
 def test_three_thousand_jobs_are_promtool_clean() -> None:

@@ -97,7 +97,7 @@ async def test_each_poll_hands_the_provider_the_jobs_last_snapshot() -> None:
     provider = ScriptedProvider("hw", [first, failed, snapshot("SUCCEED")])
     poller, _ = _poller(provider, clock, max_retries=0)
     for _ in range(3):
-        await poller.poll_once(KEY)
+        await poller.poll([KEY])
     assert provider.known[0] == {}
     assert provider.known[1]["job-1"] is first
     assert provider.known[2]["job-1"] is first  # a failed poll keeps the last good snapshot
@@ -107,7 +107,7 @@ async def test_server_errors_are_retried_with_growing_backoff_then_recorded() ->
     clock = FakeClock()
     provider = ScriptedProvider("hw", [UpstreamError("HTTP 503", status="503")])
     poller, store = _poller(provider, clock, max_retries=2)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert len(provider.calls) == 3
     state = store.get(KEY)
     assert state is not None
@@ -125,7 +125,7 @@ async def test_a_retry_that_succeeds_records_success() -> None:
         "hw", [UpstreamError("HTTP 500", status="500"), snapshot("PROCESSING")]
     )
     poller, store = _poller(provider, clock)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
     assert store.view().api_requests == {
         ("hw", "huawei_metastudio", "500"): 1,
@@ -139,7 +139,7 @@ async def test_throttling_waits_at_least_retry_after() -> None:
         "hw", [ThrottledError("HTTP 429", retry_after=7.0), snapshot("PROCESSING")]
     )
     poller, store = _poller(provider, clock)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert sum(clock.slept) >= 7.0
     assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
 
@@ -150,11 +150,11 @@ async def test_a_long_retry_after_fails_this_round_and_holds_the_account_back() 
         "hw", [ThrottledError("HTTP 429", retry_after=120.0), snapshot("PROCESSING")]
     )
     poller, store = _poller(provider, clock)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert len(provider.calls) == 1
     assert store.get(KEY).last_error.reason == "throttled"  # type: ignore[union-attr]
     before = clock.now
-    await poller.poll_once(KEY)  # the account's limiter waits out the Retry-After first
+    await poller.poll([KEY])  # the account's limiter waits out the Retry-After first
     assert clock.now - before >= 119.0
     assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
 
@@ -163,7 +163,7 @@ async def test_client_errors_are_not_retried() -> None:
     clock = FakeClock()
     provider = ScriptedProvider("hw", [UpstreamError("HTTP 400", status="400")])
     poller, _ = _poller(provider, clock)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert len(provider.calls) == 1
     assert clock.slept == []
 
@@ -174,7 +174,7 @@ async def test_a_crashing_provider_is_recorded_and_contained(
     clock = FakeClock()
     provider = ScriptedProvider("hw", [RuntimeError("bug")])
     poller, store = _poller(provider, clock)
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     state = store.get(KEY)
     assert state is not None
     assert state.last_error is not None
@@ -189,7 +189,7 @@ async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_r
         provider, clock, poll_interval=10, terminal_poll_interval=600, terminal_retention=3600
     )
     assert poller._delay(KEY, 1.0) == 10
-    await poller.poll_once(KEY)
+    await poller.poll([KEY])
     assert poller._delay(KEY, 1.0) == 600
     assert poller._lifecycle.expire([KEY]) == [KEY]
     clock.now += 3000

@@ -39,6 +39,7 @@ from exporter.simulator import (
     start_simulator,
 )
 from exporter.simulator import scripts as sc
+from tests.test_signing_huawei import sdk_sign
 
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
 AK = "SIMTESTACCESSKEY0001"
@@ -82,20 +83,12 @@ def signed_headers(
     secret_key: str = SK,
     project: str | None = PROJECT,
 ) -> dict[str, str]:
+    """Signed by the official SDK, as a client of the real service would sign it."""
     headers = {"Content-Type": "application/json"}
     if project is not None:
         headers["X-Project-Id"] = project
-    return huawei.sign(
-        method="GET",
-        host=f"{client.host}:{client.port}",
-        path=path,
-        query=query,
-        headers=headers,
-        body=b"",
-        access_key=access_key,
-        secret_key=secret_key,
-        when=when,
-    )
+    host = f"{client.host}:{client.port}"
+    return sdk_sign("GET", host, path, query, headers, b"", access_key, secret_key, when)
 
 
 def at(clock: Callable[[], float]) -> datetime:
@@ -534,6 +527,19 @@ def test_looping_job_restarts_with_a_new_create_time_after_its_hold() -> None:
     clock.now = T0 + 10_000
     assert sim.state_of("once") == "SUCCEED"
     assert sim.answer("once")["lastupdate_time"] == base + 30
+
+
+def test_a_job_stuck_in_its_last_step_keeps_its_times() -> None:
+    clock = FakeClock(T0 + 1_000)
+    sim = make_sim(clock)
+    sim.add_job("stuck", [("CREATING", 10.0), ("PROCESSING", float("inf"))], started=T0)
+    answer = sim.answer("stuck")
+    base = int(T0)
+    assert (answer["state"], answer["create_time"], answer["lastupdate_time"]) == (
+        "PROCESSING",
+        base,
+        base + 10,
+    )
 
 
 def test_millisecond_job_reports_epoch_milliseconds() -> None:

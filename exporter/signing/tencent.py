@@ -65,9 +65,19 @@ def signature(secret_key: str, key_time: str, to_sign: str) -> str:
     return hmac.new(sign_key.encode(), to_sign.encode(), hashlib.sha1).hexdigest()
 
 
-def _signed_path(path: str) -> str:
+def _request_signature(
+    secret_key: str,
+    key_time: str,
+    method: str,
+    path: str,
+    signed_params: Mapping[str, str],
+    signed_headers: Mapping[str, str],
+) -> str:
+    """What the client sends and the server recomputes; params and headers already canonical."""
     # The SDK signs "/" for an empty key and adds the leading slash when the key lacks it.
-    return path if path.startswith("/") else "/" + path
+    signed_path = path if path.startswith("/") else "/" + path
+    http_string = format_string(method, signed_path, signed_params, signed_headers)
+    return signature(secret_key, key_time, string_to_sign(key_time, http_string))
 
 
 def sign(
@@ -90,8 +100,7 @@ def sign(
     window = f"{start - BACKDATE_SECONDS};{start + expire}"
     signed_params = canonical_pairs(params)
     signed_headers = canonical_pairs(headers)
-    http_string = format_string(method, _signed_path(path), signed_params, signed_headers)
-    sig = signature(secret_key, window, string_to_sign(window, http_string))
+    sig = _request_signature(secret_key, window, method, path, signed_params, signed_headers)
     return (
         f"q-sign-algorithm={ALGORITHM}&q-ak={secret_id}&q-sign-time={window}"
         f"&q-key-time={window}&q-header-list={';'.join(sorted(signed_headers))}"
@@ -172,7 +181,6 @@ def verify(
     if signed_params is None or signed_headers is None:
         return False
     key_time = f"{auth.key_time[0]};{auth.key_time[1]}"
-    http_string = format_string(method, _signed_path(path), signed_params, signed_headers)
-    expected = signature(secret_key, key_time, string_to_sign(key_time, http_string))
+    expected = _request_signature(secret_key, key_time, method, path, signed_params, signed_headers)
     # Bytes, because compare_digest refuses str with non-ASCII characters and headers may have them.
     return hmac.compare_digest(expected.encode(), auth.signature.encode(errors="surrogateescape"))

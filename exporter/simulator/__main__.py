@@ -20,6 +20,7 @@ from exporter.simulator.metastudio import (
     DEMO_JOBS,
     DEMO_PROJECT_ID,
     DEMO_SECRET_KEY,
+    MetaStudioSimulator,
     demo_simulator,
 )
 from exporter.simulator.tencent_ci import (
@@ -27,6 +28,7 @@ from exporter.simulator.tencent_ci import (
     DEMO_TENCENT_JOBS,
     DEMO_TENCENT_SECRET_ID,
     DEMO_TENCENT_SECRET_KEY,
+    TencentCISimulator,
     demo_tencent_simulator,
 )
 
@@ -73,8 +75,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    simulator: TencentCISimulator | MetaStudioSimulator
     if args.cloud == "tencent":
-        tencent = demo_tencent_simulator(
+        simulator = demo_tencent_simulator(
             bucket=args.bucket,
             secret_id=args.secret_id,
             secret_key=os.environ.get("CLOUDJOB_SIMULATOR_SK", DEMO_TENCENT_SECRET_KEY),
@@ -82,29 +85,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             speed=args.speed,
             jobs=args.jobs,
         )
-        logger.info(
-            "simulator_ready cloud=tencent bucket=%s secret_id=%s jobs=%d",
-            args.bucket,
-            args.secret_id,
-            len(tencent.job_ids()),
+        who = f"cloud=tencent bucket={args.bucket} secret_id={args.secret_id}"
+    else:
+        simulator = demo_simulator(
+            project_id=args.project_id,
+            access_key=args.access_key,
+            secret_key=os.environ.get("CLOUDJOB_SIMULATOR_SK", DEMO_SECRET_KEY),
+            speed=args.speed,
+            jobs=args.jobs,
+            tokens=args.token,
         )
-        web.run_app(tencent.app(), host=args.host, port=args.port, print=logger.info)
-        return
-    sim = demo_simulator(
-        project_id=args.project_id,
-        access_key=args.access_key,
-        secret_key=os.environ.get("CLOUDJOB_SIMULATOR_SK", DEMO_SECRET_KEY),
-        speed=args.speed,
-        jobs=args.jobs,
-        tokens=args.token,
-    )
-    logger.info(
-        "simulator_ready project_id=%s access_key=%s jobs=%d",
-        args.project_id,
-        args.access_key,
-        len(sim.job_ids()),
-    )
-    web.run_app(sim.app(), host=args.host, port=args.port, print=logger.info)
+        who = f"project_id={args.project_id} access_key={args.access_key}"
+    logger.info("simulator_ready %s jobs=%d", who, len(simulator.job_ids()))
+    web.run_app(simulator.app(), host=args.host, port=args.port, print=logger.info)
 
 
 if __name__ == "__main__":

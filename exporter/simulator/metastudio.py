@@ -9,7 +9,6 @@ into seconds.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,7 +19,8 @@ import orjson
 from aiohttp import web
 
 from exporter.signing import huawei
-from exporter.simulator.faults import FaultDialect, Faults, respond
+from exporter.simulator.faults import FaultDialect
+from exporter.simulator.scripted import Override, ScriptedSimulator
 from exporter.simulator.scripts import (
     ASSESSED_STATES,
     AUDIT_LOOP,
@@ -80,12 +80,7 @@ _DEFAULT_FAILURES = {
 _DEMO_NAMESPACE = uuid.UUID("6f1c9a52-3d0e-4b7a-9e61-0c5d2b8f4a13")
 
 
-@dataclass(frozen=True, slots=True)
-class _Override:
-    state: str | None
-    body: Mapping[str, object] | bytes | None
-    status: int
-    since: float
+_Override = Override[Mapping[str, object] | bytes]
 
 
 @dataclass(slots=True)
@@ -96,13 +91,6 @@ class _Job:
     millis: bool
     loop: bool
     override: _Override | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Position:
-    step: int
-    created: float  # epoch seconds at which the current pass of the script began
-    updated: float  # epoch seconds at which the current step began
 
 
 def _json(status: int, payload: object) -> web.Response:
@@ -153,12 +141,8 @@ async def _no_such_api(request: web.Request) -> web.Response:
     )
 
 
-class MetaStudioSimulator:
-    """Jobs on an accelerated clock, served as MetaStudio's ShowShortJob answers them.
-
-    A job's state is where `(clock() - started) * speed` simulated seconds fall in its script;
-    nothing runs in the background, so a fake clock moves every job at once.
-    """
+class MetaStudioSimulator(ScriptedSimulator[_Job]):
+    """Jobs on an accelerated clock, served as MetaStudio's ShowShortJob answers them."""
 
     def __init__(
         self,
@@ -169,16 +153,10 @@ class MetaStudioSimulator:
         clock: Callable[[], float] = time.time,
         speed: float = 1.0,
     ) -> None:
-        if not (speed > 0 and math.isfinite(speed)):
-            raise ValueError("speed must be a positive number")
+        super().__init__(clock=clock, speed=speed)
         self._project_id = project_id
         self._credentials = dict(credentials)
         self._tokens = frozenset(tokens)
-        self._clock = clock
-        self._speed = speed
-        self._jobs: dict[str, _Job] = {}
-        # Injected failures (errors, slowness, broken bodies) by job id or for every job.
-        self.faults = Faults()
 
     @property
     def project_id(self) -> str:
@@ -198,22 +176,10 @@ class MetaStudioSimulator:
         Before `started` the job shows its first step; past its start, `loop` decides whether
         it restarts after its last step or stays there.
         """
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id} already exists")
+        when = self._start(job_id, started)
         self._jobs[job_id] = _Job(
-            job_id=job_id,
-            script=script_of(script),
-            started=self._clock() if started is None else started,
-            millis=millis,
-            loop=loop,
+            job_id=job_id, script=script_of(script), started=when, millis=millis, loop=loop
         )
-
-    def remove_job(self, job_id: str) -> None:
-        """Forget a job, so polls of it get the service's 404 (KeyError if unknown)."""
-        del self._jobs[job_id]
-
-    def job_ids(self) -> list[str]:
-        return list(self._jobs)
 
     def state_of(self, job_id: str) -> str:
         """The state a poll would see now (KeyError if unknown)."""
@@ -240,11 +206,7 @@ class MetaStudioSimulator:
         the whole answer (bytes are sent as they are, to test parsers); `status` sets the HTTP
         status of that answer.
         """
-        job = self._jobs[job_id]
-        job.override = _Override(state=state, body=body, status=status, since=self._clock())
-
-    def clear_override(self, job_id: str) -> None:
-        self._jobs[job_id].override = None
+        self._pin(job_id, state, body, status)
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""
@@ -259,10 +221,8 @@ class MetaStudioSimulator:
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def _show_short_job(self, request: web.Request) -> web.StreamResponse:
-        hit = self.faults.take([request.match_info["job_id"]])
-        if hit is None:
-            return await self._answer_request(request)
-        return await respond(request, hit, FAULT_DIALECT, lambda: self._answer_request(request))
+        job_ids = [request.match_info["job_id"]]
+        return await self._answer_or_fault(request, job_ids, FAULT_DIALECT, self._answer_request)
 
     async def _answer_request(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -365,27 +325,13 @@ class MetaStudioSimulator:
 
     # -- Job state ----------------------------------------------------------------------------
 
-    def _position(self, job: _Job, now: float) -> _Position:
-        steps = job.script.steps
-        total = job.script.seconds
-        elapsed = max(0.0, (now - job.started) * self._speed)
-        passes = 0.0
-        if job.loop and math.isfinite(total):
-            passes, elapsed = divmod(elapsed, total)
-        index, step_start = 0, 0.0
-        # Past the end of a script that does not loop, the job stays in its last step.
-        while index < len(steps) - 1 and elapsed >= step_start + steps[index].seconds:
-            step_start += steps[index].seconds
-            index += 1
-        created = job.started + passes * total / self._speed
-        return _Position(step=index, created=created, updated=created + step_start / self._speed)
-
     def _answer(self, job: _Job, now: float) -> dict[str, object]:
         """The ShowShortJob body, keys in the document's order."""
         script = job.script
         position = self._position(job, now)
         step = script.steps[position.step]
-        state, failure, updated = step.state, step.failure, position.updated
+        updated = position.created + position.offsets[-1] / self._speed
+        state, failure = step.state, step.failure
         first_assessed = script.first_assessed
         assessed = first_assessed is not None and position.step >= first_assessed
         if job.override is not None and job.override.state is not None:

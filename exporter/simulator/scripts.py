@@ -8,6 +8,7 @@ assessments, and a state the API document does not list.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,15 +65,6 @@ class AssessProperty:
     suggestion_en: str
     status: int
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "expected": self.expected,
-            "actual": self.actual,
-            "suggestion": self.suggestion,
-            "suggestion_en": self.suggestion_en,
-            "status": self.status,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class AssessResult:
@@ -87,15 +79,8 @@ class AssessResult:
     suggestion: str
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "speed": self.speed.to_json(),
-            "sound": self.sound.to_json(),
-            "snr": self.snr.to_json(),
-            "reverb": self.reverb.to_json(),
-            "dnsmos_ovrl": self.dnsmos_ovrl.to_json(),
-            "dnsmos_bak": self.dnsmos_bak.to_json(),
-            "suggestion": self.suggestion,
-        }
+        """The API's object: the fields' names and order are the document's."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from exporter.signing import tencent
-from exporter.simulator.faults import FaultDialect, Faults, respond
+from exporter.simulator.faults import FaultDialect
+from exporter.simulator.scripted import Override, Position, ScriptedSimulator
 from exporter.simulator.scripts import Failure, Script, Step, script_of
 from exporter.simulator.tencent_scripts import (
     CANCELLED,
@@ -269,12 +270,7 @@ def parse_time(value: str) -> float:
 # -- Jobs -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Override:
-    state: str | None
-    body: bytes | None
-    status: int
-    since: float
+_Override = Override[bytes]
 
 
 @dataclass(slots=True)
@@ -287,14 +283,6 @@ class _Job:
     queue_id: str
     sub_tag: str | None
     override: _Override | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Position:
-    step: int
-    created: float  # epoch seconds at which the current pass of the script began
-    offsets: tuple[float, ...]  # simulated seconds into the pass at which steps 0..step began
-    elapsed: float  # simulated seconds into the pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,13 +355,11 @@ def _decode_token(token: str) -> tuple[int, str]:
     return int(created), job_id
 
 
-class TencentCISimulator:
+class TencentCISimulator(ScriptedSimulator[_Job]):
     """Jobs on an accelerated clock, served as CI's job APIs answer them.
 
-    A job's state is where `(clock() - started) * speed` simulated seconds fall in its script;
-    nothing runs in the background, so a fake clock moves every job at once. `credentials` maps
-    SecretId to SecretKey; a SecretId in `tokens` is a temporary credential whose requests must
-    carry its token in a signed `x-ci-security-token` header.
+    `credentials` maps SecretId to SecretKey; a SecretId in `tokens` is a temporary credential
+    whose requests must carry its token in a signed `x-ci-security-token` header.
     """
 
     def __init__(
@@ -386,17 +372,11 @@ class TencentCISimulator:
         clock: Callable[[], float] = time.time,
         speed: float = 1.0,
     ) -> None:
-        if not (speed > 0 and math.isfinite(speed)):
-            raise ValueError("speed must be a positive number")
+        super().__init__(clock=clock, speed=speed)
         self._bucket = bucket
         self._region = region
         self._credentials = dict(credentials)
         self._tokens = dict(tokens or {})
-        self._clock = clock
-        self._speed = speed
-        self._jobs: dict[str, _Job] = {}
-        # Injected failures (errors, slowness, broken bodies) by job id or for every request.
-        self.faults = Faults()
 
     @property
     def bucket(self) -> str:
@@ -419,24 +399,16 @@ class TencentCISimulator:
         Before `started` the job shows its first step; past its start, `loop` decides whether
         it restarts (with a new CreationTime) after its last step or stays there.
         """
-        if job_id in self._jobs:
-            raise ValueError(f"job {job_id} already exists")
+        when = self._start(job_id, started)
         self._jobs[job_id] = _Job(
             job_id=job_id,
             script=script_of(script),
-            started=self._clock() if started is None else started,
+            started=when,
             loop=loop,
             tag=tag,
             queue_id=queue_id,
             sub_tag=sub_tag,
         )
-
-    def remove_job(self, job_id: str) -> None:
-        """Forget a job, so look-ups list it in NonExistJobIds (KeyError if unknown)."""
-        del self._jobs[job_id]
-
-    def job_ids(self) -> list[str]:
-        return list(self._jobs)
 
     def state_of(self, job_id: str) -> str:
         """The state a poll would see now (KeyError if unknown)."""
@@ -455,11 +427,7 @@ class TencentCISimulator:
         answer of any look-up that includes the job (a batch breaks as a whole, as it would);
         `status` sets the HTTP status, with a matching `<Error>` body when >= 400 and no `body`.
         """
-        job = self._jobs[job_id]
-        job.override = _Override(state=state, body=body, status=status, since=self._clock())
-
-    def clear_override(self, job_id: str) -> None:
-        self._jobs[job_id].override = None
+        self._pin(job_id, state, body, status)
 
     def app(self) -> web.Application:
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""
@@ -475,10 +443,8 @@ class TencentCISimulator:
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def _describe(self, request: web.Request) -> web.StreamResponse:
-        hit = self.faults.take(request.match_info["ids"].split(","))
-        if hit is None:
-            return await self._describe_jobs(request)
-        return await respond(request, hit, FAULT_DIALECT, lambda: self._describe_jobs(request))
+        job_ids = request.match_info["ids"].split(",")
+        return await self._answer_or_fault(request, job_ids, FAULT_DIALECT, self._describe_jobs)
 
     async def _describe_jobs(self, request: web.Request) -> web.Response:
         rejection = self._authenticate(request)
@@ -510,10 +476,7 @@ class TencentCISimulator:
         return _xml(status, ("Response", nodes))
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
-        hit = self.faults.take(())
-        if hit is None:
-            return await self._list_jobs(request)
-        return await respond(request, hit, FAULT_DIALECT, lambda: self._list_jobs(request))
+        return await self._answer_or_fault(request, (), FAULT_DIALECT, self._list_jobs)
 
     async def _list_jobs(self, request: web.Request) -> web.Response:
         rejection = self._authenticate(request)
@@ -633,22 +596,7 @@ class TencentCISimulator:
 
     # -- Job state ----------------------------------------------------------------------------
 
-    def _position(self, job: _Job, now: float) -> _Position:
-        steps = job.script.steps
-        total = job.script.seconds
-        elapsed = max(0.0, (now - job.started) * self._speed)
-        created = job.started
-        if job.loop and math.isfinite(total):
-            passes, elapsed = divmod(elapsed, total)
-            created += passes * total / self._speed
-        index, offsets = 0, [0.0]
-        # Past the end of a script that does not loop, the job stays in its last step.
-        while index < len(steps) - 1 and elapsed >= offsets[index] + steps[index].seconds:
-            offsets.append(offsets[index] + steps[index].seconds)
-            index += 1
-        return _Position(step=index, created=created, offsets=tuple(offsets), elapsed=elapsed)
-
-    def _progress(self, job: _Job, position: _Position) -> int:
+    def _progress(self, job: _Job, position: Position) -> int:
         """Percent of the script's Running time done: it holds while paused, ends at 100."""
         steps = job.script.steps
         total = math.fsum(step.seconds for step in steps if step.state == "Running")

@@ -1,9 +1,9 @@
 """Polling anchor (b): the least an asyncio poller can do per poll.
 
 One `aiohttp.ClientSession`, 100 requests in flight, each one signed (SDK-HMAC-SHA256, with the
-exporter's own signer, as the simulator demands) and its body parsed with orjson; no state, no
-schedule, no metrics. The exporter's polls per CPU-second are held against this. It runs in a
-process of its own and reports marks like the SDK client (see `_marks`).
+exporter's own per-account signer, as the simulator demands) and its body parsed with orjson; no
+state, no schedule, no metrics. The exporter's polls per CPU-second are held against this. It
+runs in a process of its own and reports marks like the SDK client (see `_marks`).
 """
 
 from __future__ import annotations
@@ -31,23 +31,19 @@ async def poll(args: argparse.Namespace, job_ids: list[str]) -> None:
         f"/v1/{args.project_id}/voice-training-manage/user/short-jobs/{quote(job_id, safe='~')}"
         for job_id in job_ids
     ]
+    signer = huawei.GetSigner(
+        host=host,
+        headers={"Accept": "application/json", "X-Project-Id": args.project_id},
+        access_key=access_key,
+        secret_key=secret_key,
+    )
     turn = itertools.count()
     counts = [0, 0]  # polls, errors
 
     async def poll_forever(session: aiohttp.ClientSession) -> None:
         while True:
             path = paths[next(turn) % len(paths)]
-            headers = huawei.sign(
-                method="GET",
-                host=host,
-                path=path,
-                query=[],
-                headers={"Accept": "application/json", "X-Project-Id": args.project_id},
-                body=b"",
-                access_key=access_key,
-                secret_key=secret_key,
-                when=datetime.now(UTC),
-            )
+            headers = signer.sign(path, datetime.now(UTC))
             try:
                 async with session.get(f"http://{host}{path}", headers=headers) as response:
                     body = await response.read()

@@ -164,6 +164,10 @@ class Processes:
                 stdout=subprocess.PIPE if pipe_stdout else log,
                 stderr=log,
                 preexec_fn=_die_with_parent,
+                # Its own session, so its own process group: the benchmark SIGSTOPs clients, and
+                # when a group with a stopped member is orphaned (the shell that started a
+                # detached `make bench` exits) the kernel sends the whole group SIGHUP.
+                start_new_session=True,
             )
         process = Process(name, popen, log_path)
         self._running.append(process)

@@ -15,8 +15,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.clouds import DOCUMENTED_STATES
 from exporter.model import JobSnapshot, Phase
-from exporter.states import DOCUMENTED_STATES
 from exporter.store import Histogram, JobState, StoreView
 
 PHASES = tuple(phase.value for phase in Phase)

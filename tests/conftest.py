@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from exporter.clouds import phase_of
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
-from exporter.states import phase_of
 from exporter.store import JobKey, JobState, PollError
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.config import HuaweiAccount, HuaweiCredentials
+from exporter.accounts import HuaweiAccount, HuaweiCredentials
+from exporter.clouds import phase_of
 from exporter.model import (
     AuthError,
     NetworkError,
@@ -28,7 +29,7 @@ from exporter.model import (
 from exporter.providers.base import MAX_BODY_BYTES
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio, parse_short_job
 from exporter.signing import huawei
-from exporter.states import HUAWEI_STATES, phase_by_rule, phase_of
+from exporter.states import HUAWEI_STATES, phase_by_rule
 
 JOB = "26f06524-4f75-4b3a-a853-b649a21aaf66"
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"

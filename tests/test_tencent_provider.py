@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.clouds import phase_of
 from exporter.model import AuthError, NotFoundError, Phase, ResponseParseError, ThrottledError
 from exporter.providers.tencent_ci import _error, parse_response, parse_time
-from exporter.states import TENCENT_STATES, phase_of
+from exporter.states import TENCENT_STATES
 
 # The document's sample with its one typo (<Tag>Translation<Tag>) corrected.
 DOCUMENTED = b"""<Response>

@@ -10,7 +10,17 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from exporter.model import JobSnapshot, NetworkError, PollTimeout, ProviderError, ResponseParseError
+from exporter.model import (
+    AuthError,
+    JobSnapshot,
+    NetworkError,
+    NotFoundError,
+    PollTimeout,
+    ProviderError,
+    ResponseParseError,
+    ThrottledError,
+    UpstreamError,
+)
 
 # Job answers are a few KB; a body past this is a broken or hostile upstream, not a job.
 MAX_BODY_BYTES = 1 << 20
@@ -103,3 +113,39 @@ def retry_after_seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCodes:
+    """A cloud's error codes that say more than the HTTP status of their answer."""
+
+    throttled: frozenset[str] = frozenset()
+    auth: frozenset[str] = frozenset()
+    # The codes a 404 carries when the job does not exist; None: every 404 means that.
+    not_found: frozenset[str] | None = None
+
+
+def answer_error(
+    status: int,
+    headers: Mapping[str, str],
+    code: str | None,
+    message: str | None,
+    codes: ErrorCodes,
+    request_id: str | None = None,
+) -> ProviderError:
+    """An error answer as the typed error the poller acts on (back off, alert, forget, retry)."""
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if request_id:
+        detail += f" (RequestId {request_id})"
+    if status == 429 or code in codes.throttled:
+        return ThrottledError(
+            detail,
+            status=str(status),
+            code=code,
+            retry_after=retry_after_seconds(headers.get("Retry-After")),
+        )
+    if status in (401, 403) or code in codes.auth:
+        return AuthError(detail, status=str(status), code=code)
+    if status == 404 and (codes.not_found is None or code is None or code in codes.not_found):
+        return NotFoundError(detail, status=str(status), code=code)
+    return UpstreamError(detail, status=str(status), code=code)

@@ -14,25 +14,22 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from exporter.accounts import HuaweiAccount, HuaweiCredentials
 from exporter.assessment import UnparseableValue, parse_bounds, parse_value
-from exporter.config import HuaweiAccount, HuaweiCredentials
 from exporter.model import (
     Assessment,
     AuthError,
     JobSnapshot,
-    NotFoundError,
     Phase,
     ProviderError,
     ResponseParseError,
-    ThrottledError,
-    UpstreamError,
 )
-from exporter.providers.base import body_hash, http_get, retry_after_seconds
+from exporter.providers.base import ErrorCodes, answer_error, body_hash, http_get
 from exporter.signing import huawei
-from exporter.states import HUAWEI_ASSESSMENT_METRICS, is_terminal, phase_of
+from exporter.states import HUAWEI_ASSESSMENT_METRICS, HUAWEI_TABLE
 
 PROVIDER = "huawei_metastudio"
-THROTTLE_CODES = frozenset({"APIGW.0308"})
+ERROR_CODES = ErrorCodes(throttled=frozenset({"APIGW.0308"}))
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
 _MILLIS_THRESHOLD = 1e11
@@ -124,8 +121,8 @@ def parse_short_job(body: bytes, job_id: str, *, fingerprint: int | None = None)
                 errors.append(f"assess_result.{metric}")
     elif result is not None:
         errors.append("assess_result")
-    phase, known = phase_of(PROVIDER, state)
-    terminal = is_terminal(PROVIDER, state, phase, known)
+    phase, known = HUAWEI_TABLE.phase_of(state)
+    terminal = HUAWEI_TABLE.is_terminal(state, phase, known)
     job_type = data.get("job_type")
     failure_code = _optional_str(data.get("job_failed_code")) or None
     return JobSnapshot(
@@ -239,18 +236,4 @@ class HuaweiMetaStudio:
                 return last
             return parse_short_job(body, job_id, fingerprint=fingerprint)
         code, message = _error_fields(body)
-        detail = (
-            f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-        )
-        if status == 429 or code in THROTTLE_CODES:
-            raise ThrottledError(
-                detail,
-                status=str(status),
-                code=code,
-                retry_after=retry_after_seconds(headers.get("Retry-After")),
-            )
-        if status in (401, 403):
-            raise AuthError(detail, status=str(status), code=code)
-        if status == 404:
-            raise NotFoundError(detail, status=str(status), code=code)
-        raise UpstreamError(detail, status=str(status), code=code)
+        raise answer_error(status, headers, code, message, ERROR_CODES)

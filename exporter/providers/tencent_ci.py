@@ -14,39 +14,32 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from yarl import URL
 
+from exporter.accounts import TencentAccount, TencentCredentials
 from exporter.assessment import UnparseableValue, parse_value
-from exporter.config import TencentAccount, TencentCredentials
-from exporter.model import (
-    AuthError,
-    JobSnapshot,
-    NotFoundError,
-    Phase,
-    ProviderError,
-    ResponseParseError,
-    ThrottledError,
-    UpstreamError,
-)
-from exporter.providers.base import JobList, http_get, retry_after_seconds
+from exporter.model import JobSnapshot, NotFoundError, Phase, ProviderError, ResponseParseError
+from exporter.providers.base import ErrorCodes, JobList, answer_error, http_get
 from exporter.signing import tencent
-from exporter.states import is_terminal, phase_of
+from exporter.states import TENCENT_TABLE
 
 PROVIDER = "tencent_ci"
 # How long a signature stays valid after signing (the signer also backdates it a minute).
 SIGNATURE_LIFETIME = 600
 LIST_PAGE_SIZE = 100
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-        "RequestTimeTooSkewed",
-        "InvalidSecurityToken",
-        "ExpiredToken",
-        "InvalidToken",
-    }
+ERROR_CODES = ErrorCodes(
+    throttled=frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"}),
+    auth=frozenset(
+        {
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "RequestTimeTooSkewed",
+            "InvalidSecurityToken",
+            "ExpiredToken",
+            "InvalidToken",
+        }
+    ),
+    not_found=frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"}),
 )
-_THROTTLE_CODES = frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"})
-_NOT_FOUND_CODES = frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"})
 _UNSET_TIMES = frozenset({"", "-"})
 
 
@@ -92,14 +85,14 @@ def parse_jobs_detail(element: ET.Element) -> JobSnapshot:
             progress = percent / 100.0
         except UnparseableValue:
             errors.append("Progress")
-    phase, known = phase_of(PROVIDER, state)
+    phase, known = TENCENT_TABLE.phase_of(state)
     code = _text(element, "Code")
     message = _text(element, "Message")
     failed = phase is Phase.FAILED
     extra = tuple(
         (name, value) for name in ("SubTag", "Code", "Message") if (value := _text(element, name))
     )
-    terminal = is_terminal(PROVIDER, state, phase, known)
+    terminal = TENCENT_TABLE.is_terminal(state, phase, known)
     return JobSnapshot(
         job_id=job_id,
         job_type=_text(element, "Tag") or "unknown",
@@ -155,21 +148,7 @@ def _error(status: int, headers: Mapping[str, str], body: bytes) -> ProviderErro
             request_id = _text(root, "RequestId")
     except ResponseParseError:
         message = body[:200].decode("utf-8", "replace").strip() or None
-    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    if request_id:
-        detail += f" (RequestId {request_id})"
-    if status == 429 or code in _THROTTLE_CODES:
-        return ThrottledError(
-            detail,
-            status=str(status),
-            code=code,
-            retry_after=retry_after_seconds(headers.get("Retry-After")),
-        )
-    if status in (401, 403) or code in _AUTH_CODES:
-        return AuthError(detail, status=str(status), code=code)
-    if status == 404 and (code is None or code in _NOT_FOUND_CODES):
-        return NotFoundError(detail, status=str(status), code=code)
-    return UpstreamError(detail, status=str(status), code=code)
+    return answer_error(status, headers, code, message, ERROR_CODES, request_id)
 
 
 class TencentCI:
@@ -227,12 +206,6 @@ class TencentCI:
         if status != 200:
             raise _error(status, response_headers, body)
         return body
-
-    async def fetch(self, job_id: str) -> JobSnapshot:
-        outcome = (await self.fetch_many([job_id], {}))[job_id]
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        return outcome
 
     async def fetch_many(
         self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -29,7 +30,7 @@ from exporter.config import (
     resolve_api_token,
     watched_files,
 )
-from exporter.discovery import JobLister, run_discovery
+from exporter.discovery import JobLister, discover_once, run_discovery
 from exporter.lifecycle import Lifecycle
 from exporter.poller import Poller
 from exporter.providers.base import Provider
@@ -124,7 +125,17 @@ class Runtime:
                 self._spawn(
                     f"discovery {account}",
                     run_discovery(
-                        lister, spec, self.poller, self.lifecycle, self.store, wall=self._wall
+                        functools.partial(
+                            discover_once,
+                            lister,
+                            spec,
+                            self.poller,
+                            self.lifecycle,
+                            self.store,
+                            wall=self._wall,
+                        ),
+                        account,
+                        spec.interval,
                     ),
                 )
 

@@ -14,7 +14,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from yarl import URL
 
-from exporter.accounts import TencentAccount, TencentCredentials
+from exporter.accounts import Discovery, TencentAccount, TencentCredentials
 from exporter.assessment import UnparseableValue, parse_value
 from exporter.model import JobSnapshot, NotFoundError, Phase, ProviderError, ResponseParseError
 from exporter.providers.base import ErrorCodes, JobList, answer_error, http_get
@@ -24,7 +24,6 @@ from exporter.states import TENCENT_TABLE
 PROVIDER = "tencent_ci"
 # How long a signature stays valid after signing (the signer also backdates it a minute).
 SIGNATURE_LIFETIME = 600
-LIST_PAGE_SIZE = 100
 ERROR_CODES = ErrorCodes(
     throttled=frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"}),
     auth=frozenset(
@@ -231,25 +230,18 @@ class TencentCI:
                 )
         return results
 
-    async def list_jobs(
-        self,
-        *,
-        queue_id: str | None,
-        tag: str | None,
-        states: Sequence[str],
-        since: float,
-        page_size: int = LIST_PAGE_SIZE,
-        next_token: str | None = None,
-    ) -> JobList:
-        """One page of the list API, newest first, jobs created after `since`."""
+    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
+        """One page of the list API, newest first, jobs created after `since`, filtered by the
+        account's `discover` settings (queue, tag, states, page size)."""
+        spec = self._config.discover or Discovery()
         start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
-        params = {"size": str(page_size), "orderByTime": "Desc", "startCreationTime": start}
-        if queue_id:
-            params["queueId"] = queue_id
-        if tag:
-            params["tag"] = tag
-        if states:
-            params["states"] = ",".join(states)
+        params = {"size": str(spec.page_size), "orderByTime": "Desc", "startCreationTime": start}
+        if spec.queue_id:
+            params["queueId"] = spec.queue_id
+        if spec.tag:
+            params["tag"] = spec.tag
+        if spec.states:
+            params["states"] = ",".join(spec.states)
         if next_token:
             params["nextToken"] = next_token
         jobs, _, token = parse_response(await self._get(self._api, params))

@@ -94,6 +94,11 @@ class CloudAccount(Strict):
 
     provider: str
 
+    @property
+    def base_url(self) -> str:
+        """The API's root URL: `endpoint`, or the cloud's public one for the region."""
+        raise NotImplementedError
+
     def secret_files(self) -> list[Path]:
         """The `*_file` sources of its secrets, watched for rotation."""
         auth = getattr(self, "auth", None)

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from exporter.accounts import (
     CloudAccount,
     Discovery,
     HuaweiAccount,
     HuaweiAuth,
-    HuaweiCredentials,
     TencentAccount,
     TencentAuth,
-    TencentCredentials,
     huawei_credentials,
     tencent_credentials,
 )
@@ -37,6 +35,20 @@ AccountT = TypeVar("AccountT", bound=CloudAccount)
 CredentialsT = TypeVar("CredentialsT")
 
 
+class ProviderClass(Protocol):
+    """A provider's constructor (every provider takes the same arguments)."""
+
+    def __call__(
+        self,
+        *,
+        account: str,
+        config: Any,
+        credentials: Any,
+        session: aiohttp.ClientSession,
+        timeout: float,
+    ) -> Provider: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DemoCloud:
     """A running simulator and the account that polls it, for `--demo`."""
@@ -50,6 +62,10 @@ class DemoCloud:
     stop: Callable[[], Awaitable[None]]
 
 
+def _no_discovery(account: CloudAccount) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Cloud(Generic[AccountT, CredentialsT]):
     """One cloud: its provider name, config model, states, provider, discovery and simulator."""
@@ -59,14 +75,14 @@ class Cloud(Generic[AccountT, CredentialsT]):
     states: StateTable
     # Reads the account's secrets; ConfigError names each missing one under `where`.
     credentials: Callable[[AccountT, str, Mapping[str, str]], CredentialsT]
-    # (account name, account, credentials, session, request timeout) -> provider.
-    provider: Callable[[str, AccountT, CredentialsT, aiohttp.ClientSession, float], Provider]
-    # The account's discovery settings when it finds jobs through a list API; the provider is
-    # then also a `JobLister` (exporter/discovery.py).
-    discovery: Callable[[AccountT], Discovery | None]
+    # The provider's class, imported when first asked for: its module needs aiohttp.
+    provider: Callable[[], ProviderClass]
     # The name `--demo` gives the simulated account (reserved: a config may not use it).
     demo_account: str
     simulator: Callable[[], Awaitable[DemoCloud]]
+    # The account's discovery settings when it finds jobs through a list API; the provider is
+    # then also a `JobLister` (exporter/discovery.py).
+    discovery: Callable[[AccountT], Discovery | None] = _no_discovery
 
     def build(
         self,
@@ -78,24 +94,18 @@ class Cloud(Generic[AccountT, CredentialsT]):
     ) -> Provider:
         """The account's provider; ConfigError if its credentials are missing."""
         secrets = self.credentials(account, f"accounts.{name}.auth.", environ)
-        return self.provider(name, account, secrets, session, timeout)
+        return self.provider()(
+            account=name, config=account, credentials=secrets, session=session, timeout=timeout
+        )
 
 
 # -- Huawei Cloud MetaStudio --------------------------------------------------------------------
 
 
-def _huawei_provider(
-    name: str,
-    account: HuaweiAccount,
-    credentials: HuaweiCredentials,
-    session: aiohttp.ClientSession,
-    timeout: float,
-) -> Provider:
+def _huawei_provider() -> ProviderClass:
     from exporter.providers.huawei_metastudio import HuaweiMetaStudio
 
-    return HuaweiMetaStudio(
-        account=name, config=account, credentials=credentials, session=session, timeout=timeout
-    )
+    return HuaweiMetaStudio
 
 
 async def _huawei_simulator() -> DemoCloud:
@@ -128,18 +138,10 @@ async def _huawei_simulator() -> DemoCloud:
 # -- Tencent Cloud CI ---------------------------------------------------------------------------
 
 
-def _tencent_provider(
-    name: str,
-    account: TencentAccount,
-    credentials: TencentCredentials,
-    session: aiohttp.ClientSession,
-    timeout: float,
-) -> Provider:
+def _tencent_provider() -> ProviderClass:
     from exporter.providers.tencent_ci import TencentCI
 
-    return TencentCI(
-        account=name, config=account, credentials=credentials, session=session, timeout=timeout
-    )
+    return TencentCI
 
 
 def _tencent_discovery(account: TencentAccount) -> Discovery | None:
@@ -185,10 +187,6 @@ async def _tencent_simulator() -> DemoCloud:
     return DemoCloud(account, listed, environ, url, runner.cleanup)
 
 
-def _no_discovery(account: CloudAccount) -> None:
-    return None
-
-
 CLOUDS: tuple[Cloud[Any, Any], ...] = (
     Cloud(
         name="huawei_metastudio",
@@ -196,7 +194,6 @@ CLOUDS: tuple[Cloud[Any, Any], ...] = (
         states=HUAWEI_TABLE,
         credentials=huawei_credentials,
         provider=_huawei_provider,
-        discovery=_no_discovery,
         demo_account="demo-huawei",
         simulator=_huawei_simulator,
     ),
@@ -206,9 +203,9 @@ CLOUDS: tuple[Cloud[Any, Any], ...] = (
         states=TENCENT_TABLE,
         credentials=tencent_credentials,
         provider=_tencent_provider,
-        discovery=_tencent_discovery,
         demo_account="demo-tencent",
         simulator=_tencent_simulator,
+        discovery=_tencent_discovery,
     ),
 )
 BY_NAME: dict[str, Cloud[Any, Any]] = {cloud.name: cloud for cloud in CLOUDS}

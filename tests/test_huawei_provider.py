@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -199,7 +199,7 @@ def _provider(
         credentials=credentials,
         session=session,
         timeout=timeout,
-        now=lambda: datetime.now(UTC),
+        now=time.time,
     )
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
 
+from exporter.accounts import CloudAccount
 from exporter.model import (
     AuthError,
     JobSnapshot,
@@ -52,11 +54,40 @@ class Provider(Protocol):
 
     provider: str
     account: str
-    batch_size: int
+
+    @property
+    def batch_size(self) -> int: ...
 
     async def fetch_many(
         self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
     ) -> Mapping[str, JobSnapshot | ProviderError]: ...
+
+
+AccountT = TypeVar("AccountT", bound=CloudAccount)
+CredentialsT = TypeVar("CredentialsT")
+
+
+class AccountClient(Generic[AccountT, CredentialsT]):
+    """What every cloud's provider is made of: the account's name, config and secrets, the
+    pooled session, the per-request deadline, and a clock (Unix time) for signatures."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        config: AccountT,
+        credentials: CredentialsT,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._credentials = credentials
+        self._session = session
+        self._timeout = timeout
+        self._now = now
+        self._base = URL(config.base_url)
 
 
 async def http_get(

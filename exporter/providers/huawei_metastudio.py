@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from exporter.accounts import HuaweiAccount, HuaweiCredentials
 from exporter.assessment import UnparseableValue, parse_bounds, parse_value
@@ -24,7 +23,7 @@ from exporter.model import (
     ProviderError,
     ResponseParseError,
 )
-from exporter.providers.base import ErrorCodes, answer_error, body_hash, http_get
+from exporter.providers.base import AccountClient, ErrorCodes, answer_error, body_hash, http_get
 from exporter.signing import huawei
 from exporter.states import HUAWEI_ASSESSMENT_METRICS, HUAWEI_TABLE
 
@@ -159,36 +158,21 @@ def _error_fields(body: bytes) -> tuple[str | None, str]:
     return (str(code) if code else None), str(message)[:500]
 
 
-class HuaweiMetaStudio:
+class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
     """Polls `GET /v1/{project_id}/voice-training-manage/user/short-jobs/{job_id}`."""
 
     provider = PROVIDER
     batch_size = 1  # ShowShortJob takes one id
+    # Made at the first signed request: the account's fixed headers, signed the same way
+    # every time, are prepared once.
+    _signer: huawei.GetSigner | None = None
 
-    def __init__(
-        self,
-        *,
-        account: str,
-        config: HuaweiAccount,
-        credentials: HuaweiCredentials,
-        session: aiohttp.ClientSession,
-        timeout: float,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.account = account
-        self._config = config
-        self._credentials = credentials
-        self._session = session
-        self._timeout = timeout
-        self._now = now
-        self._base = URL(config.base_url)
-        self._jobs_path = (
-            f"{self._base.raw_path.rstrip('/')}/v1/{quote(config.project_id, safe='')}"
+    @functools.cached_property
+    def _jobs_path(self) -> str:
+        return (
+            f"{self._base.raw_path.rstrip('/')}/v1/{quote(self._config.project_id, safe='')}"
             "/voice-training-manage/user/short-jobs/"
         )
-        # Made at the first signed request: the account's fixed headers, signed the same way
-        # every time, are prepared once.
-        self._signer: huawei.GetSigner | None = None
 
     def _path(self, job_id: str) -> str:
         if not _UNRESERVED.fullmatch(job_id):  # ids are UUIDs: quote() is for the odd one
@@ -210,7 +194,7 @@ class HuaweiMetaStudio:
                 access_key=creds.access_key.get_secret_value(),
                 secret_key=creds.secret_key.get_secret_value(),
             )
-        return self._signer.sign(path, self._now())
+        return self._signer.sign(path, datetime.fromtimestamp(self._now(), UTC))
 
     def _fixed_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {"Accept": "application/json"}

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import sys
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-import aiohttp
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from yarl import URL
 
 from exporter.accounts import Discovery, TencentAccount, TencentCredentials
 from exporter.assessment import UnparseableValue, parse_value
 from exporter.model import JobSnapshot, NotFoundError, Phase, ProviderError, ResponseParseError
-from exporter.providers.base import ErrorCodes, JobList, answer_error, http_get
+from exporter.providers.base import AccountClient, ErrorCodes, JobList, answer_error, http_get
 from exporter.signing import tencent
 from exporter.states import TENCENT_TABLE
 
@@ -150,30 +147,18 @@ def _error(status: int, headers: Mapping[str, str], body: bytes) -> ProviderErro
     return answer_error(status, headers, code, message, ERROR_CODES, request_id)
 
 
-class TencentCI:
+class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
     """Polls `GET /ai_jobs/<id>` (or `/jobs/<id>,<id>` for media jobs) on the bucket's CI host."""
 
     provider = PROVIDER
 
-    def __init__(
-        self,
-        *,
-        account: str,
-        config: TencentAccount,
-        credentials: TencentCredentials,
-        session: aiohttp.ClientSession,
-        timeout: float,
-        now: Callable[[], float] = time.time,
-    ) -> None:
-        self.account = account
-        self.batch_size = config.batch_size
-        self._config = config
-        self._credentials = credentials
-        self._session = session
-        self._timeout = timeout
-        self._now = now
-        self._base = URL(config.base_url)
-        self._api = "/ai_jobs" if config.job_api == "ai_jobs" else "/jobs"
+    @property
+    def batch_size(self) -> int:
+        return self._config.batch_size
+
+    @property
+    def _api(self) -> str:
+        return "/ai_jobs" if self._config.job_api == "ai_jobs" else "/jobs"
 
     async def _get(self, path: str, params: Mapping[str, str]) -> bytes:
         """Sign and send; the unencoded path is signed, the encoded one sent (as the SDK does)."""

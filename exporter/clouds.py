@@ -214,15 +214,8 @@ PROVIDERS = tuple(BY_NAME)
 DOCUMENTED_STATES: dict[str, Mapping[str, Phase]] = {
     cloud.name: cloud.states.phases for cloud in CLOUDS
 }
-_NO_TABLE = StateTable({}, frozenset())
 
 
 def cloud_of(account: CloudAccount) -> Cloud[Any, Any]:
     """The registry entry of a validated account (its `provider` is always a registered name)."""
     return BY_NAME[account.provider]
-
-
-def phase_of(provider: str, state: str) -> tuple[Phase, bool]:
-    """The phase of `state`, and whether the provider's document lists it."""
-    cloud = BY_NAME.get(provider)
-    return (cloud.states if cloud is not None else _NO_TABLE).phase_of(state)

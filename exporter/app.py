@@ -37,7 +37,6 @@ class Scrapes:
     wall: Callable[[], float]
 
 
-SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SCRAPES = web.AppKey("scrapes", Scrapes)
@@ -81,7 +80,6 @@ def create_app(
         loader=loader,
         config_path=config_path,
     )
-    app[SETTINGS] = settings
     app[STORE] = store
     app[REGISTRY] = registry
     app[SCRAPES] = Scrapes(JobExposition(), asyncio.Lock(), wall)

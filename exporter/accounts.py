@@ -234,7 +234,7 @@ class TencentAccount(CloudAccount):
 
 @dataclass(frozen=True, slots=True)
 class HuaweiCredentials:
-    """Resolved secrets. Only `reveal()` at the moment of signing; repr never shows them."""
+    """Resolved secrets, read (get_secret_value) only at the moment of signing; repr hides them."""
 
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None

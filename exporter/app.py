@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,10 +18,10 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from exporter import __version__
 from exporter.api import add_api_routes
 from exporter.collector import SummaryCollector
-from exporter.config import Settings
+from exporter.config import Overlay, Settings
+from exporter.demo import demo_overlay
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
 from exporter.model import Phase
-from exporter.providers.base import Provider
 from exporter.runtime import RUNTIME, Loader, Runtime
 from exporter.sharding import Shard
 from exporter.store import Store
@@ -36,7 +37,6 @@ class Scrapes:
     wall: Callable[[], float]
 
 
-SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SCRAPES = web.AppKey("scrapes", Scrapes)
@@ -48,7 +48,6 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(
     settings: Settings,
     *,
-    providers: Mapping[str, Provider] | None = None,
     demo: bool = False,
     environ: Mapping[str, str] | None = None,
     wall: Callable[[], float] = time.time,
@@ -59,8 +58,8 @@ def create_app(
 ) -> web.Application:
     """Build the app; polling starts when it starts and stops (cancelled, awaited) when it stops.
 
-    `providers` replaces the ones built from `settings.accounts` (tests); `demo` adds the
-    built-in simulated clouds and their jobs; `loader` re-reads the config for hot reloads;
+    `demo` lays the built-in simulated clouds and their jobs over the config (and over every
+    reloaded one); `loader` re-reads the config for hot reloads;
     `web_config` adds basic auth in front of every route (security headers are always on).
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -80,9 +79,7 @@ def create_app(
         shard=shard,
         loader=loader,
         config_path=config_path,
-        fixed_providers=providers,
     )
-    app[SETTINGS] = settings
     app[STORE] = store
     app[REGISTRY] = registry
     app[SCRAPES] = Scrapes(JobExposition(), asyncio.Lock(), wall)
@@ -99,17 +96,17 @@ def create_app(
             yield
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        await runtime.start(app[SESSION])
-        try:
-            yield
-        finally:
-            await runtime.stop()
+        async with contextlib.AsyncExitStack() as stack:
+            overlay: Overlay | None = None
+            if demo:
+                overlay = await stack.enter_async_context(demo_overlay())
+            await runtime.start(app[SESSION], overlay)
+            try:
+                yield
+            finally:
+                await runtime.stop()
 
     app.cleanup_ctx.append(session_ctx)
-    if demo:
-        from exporter.demo import demo_ctx
-
-        app.cleanup_ctx.append(demo_ctx)
     app.cleanup_ctx.append(runtime_ctx)
     app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.clouds import DOCUMENTED_STATES
 from exporter.model import JobSnapshot, Phase
-from exporter.states import DOCUMENTED_STATES
 from exporter.store import Histogram, JobState, StoreView
 
 PHASES = tuple(phase.value for phase in Phase)

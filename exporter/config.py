@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,62 +30,17 @@ from pydantic_settings import (
     SettingsError,
 )
 
+# Defined below the cloud registry; re-exported here, where every importer looks for them.
+from exporter.accounts import CloudAccount, check_label_names, read_secrets
+from exporter.accounts import ConfigError as ConfigError
+from exporter.accounts import Discovery as Discovery
+from exporter.accounts import Duration as Duration
+from exporter.accounts import DurationOrOff as DurationOrOff
+from exporter.accounts import Strict as Strict
+from exporter.accounts import parse_duration as parse_duration
+from exporter.clouds import CLOUDS, PROVIDERS, cloud_of
+
 DEFAULT_LISTEN = "0.0.0.0:9871"
-PROVIDERS = ("huawei_metastudio", "tencent_ci")
-# Tencent CI job states, for validating `discover.states`.
-TENCENT_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
-# Labels the exporter sets itself; a job's static labels may not shadow them.
-RESERVED_LABELS = frozenset(
-    {
-        "account",
-        "provider",
-        "job_id",
-        "job_type",
-        "state",
-        "phase",
-        "metric",
-        "code",
-        "field",
-        "status",
-        "le",
-        "quantile",
-        "version",
-        "reason",
-        "queue_id",
-    }
-)
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class ConfigError(Exception):
-    """A config that cannot run; `problems` holds one human-readable line per mistake."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def parse_duration(value: object) -> object:
-    """Seconds as a number, or Prometheus-style strings: "30s", "2m", "1h30m", "500ms"."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '30s', '2m', '1h')")
-        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-# Every time-valued key is one of these two, so that each takes "30s" as well as 30.
-Duration = Annotated[Seconds, Field(gt=0)]
-DurationOrOff = Annotated[Seconds, Field(ge=0)]  # 0 turns the thing off
 
 
 def _listen_address(value: object) -> object:
@@ -99,142 +53,14 @@ def _listen_address(value: object) -> object:
 
 ListenAddress = Annotated[str, BeforeValidator(_listen_address)]
 
-
-def _check_label_names(labels: dict[str, str]) -> dict[str, str]:
-    for name in labels:
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
-            raise ValueError(f"invalid label name {name!r}")
-        if name in RESERVED_LABELS:
-            raise ValueError(f"label {name!r} is set by the exporter itself")
-    return labels
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HuaweiAuth(Strict):
-    """Exactly one way in: AK/SK (signed requests) or an IAM token (X-Auth-Token)."""
-
-    ak_env: str | None = None
-    sk_env: str | None = None
-    ak_file: Path | None = None
-    sk_file: Path | None = None
-    token_env: str | None = None
-    token_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_method(self) -> HuaweiAuth:
-        aksk = [self.ak_env, self.sk_env, self.ak_file, self.sk_file]
-        token = [self.token_env, self.token_file]
-        if any(v is not None for v in token) and any(v is not None for v in aksk):
-            raise ValueError(
-                "set either AK/SK (ak_env/sk_env, ak_file/sk_file) or a token "
-                "(token_env/token_file), not both"
-            )
-        if self.token_env is not None and self.token_file is not None:
-            raise ValueError("set token_env or token_file, not both")
-        if self.ak_env is not None and self.ak_file is not None:
-            raise ValueError("set ak_env or ak_file, not both")
-        if self.sk_env is not None and self.sk_file is not None:
-            raise ValueError("set sk_env or sk_file, not both")
-        return self
-
-    @property
-    def uses_token(self) -> bool:
-        return self.token_env is not None or self.token_file is not None
-
-
-class HuaweiAccount(Strict):
-    provider: Literal["huawei_metastudio"]
-    region: str = Field(min_length=1)
-    project_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
-    app_user_id: str | None = Field(default=None, pattern=r"^[\x21-\x7e]+$")
-    max_rps: float | None = Field(default=None, gt=0)
-    auth: HuaweiAuth = HuaweiAuth()
-
-    @property
-    def base_url(self) -> str:
-        endpoint = self.endpoint or f"https://metastudio.{self.region}.myhuaweicloud.com"
-        return endpoint.rstrip("/")
-
-
-class TencentAuth(Strict):
-    """A SecretId/SecretKey pair, plus a session token when they are temporary credentials."""
-
-    secret_id_env: str | None = None
-    secret_key_env: str | None = None
-    secret_id_file: Path | None = None
-    secret_key_file: Path | None = None
-    token_env: str | None = None
-    token_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source_each(self) -> TencentAuth:
-        for name in ("secret_id", "secret_key", "token"):
-            if (
-                getattr(self, f"{name}_env") is not None
-                and getattr(self, f"{name}_file") is not None
-            ):
-                raise ValueError(f"set {name}_env or {name}_file, not both")
-        return self
-
-
-class Discovery(Strict):
-    """Find jobs through the list API instead of listing every id."""
-
-    queue_id: str | None = Field(default=None, min_length=1)
-    tag: str | None = Field(default=None, min_length=1)
-    states: list[str] = Field(default_factory=list)
-    lookback: Duration = 86400.0
-    interval: Duration = 300.0
-    page_size: int = Field(default=100, ge=1, le=100)
-    # Static labels for every discovered job, as `jobs[].labels` for listed ones.
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_label_names(labels)
-
-    @field_validator("states")
-    @classmethod
-    def _known_states(cls, states: list[str]) -> list[str]:
-        for state in states:
-            if state not in TENCENT_STATES and state != "All":
-                raise ValueError(
-                    f"unknown state {state!r} (known: {', '.join(TENCENT_STATES)}, All)"
-                )
-        return states
-
-
-class TencentAccount(Strict):
-    provider: Literal["tencent_ci"]
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*-[0-9]+$", description="BucketName-APPID")
-    region: str = Field(min_length=1, pattern=r"^[a-z0-9-]+$")
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
-    max_rps: float | None = Field(default=None, gt=0)
-    job_api: Literal["ai_jobs", "media_jobs"] = "ai_jobs"
-    batch_size: int = Field(default=1, ge=1, le=10)
-    auth: TencentAuth = TencentAuth()
-    discover: Discovery | None = None
-
-    @model_validator(mode="after")
-    def _batching_needs_an_api_that_allows_it(self) -> TencentAccount:
-        if self.batch_size > 1 and self.job_api == "ai_jobs":
-            raise ValueError(
-                "batch_size > 1 needs job_api: media_jobs (/ai_jobs/<id> documents one id)"
-            )
-        return self
-
-    @property
-    def base_url(self) -> str:
-        endpoint = self.endpoint or f"https://{self.bucket}.ci.{self.region}.myqcloud.com"
-        return endpoint.rstrip("/")
-
-
-Account = Annotated[HuaweiAccount | TencentAccount, Field(discriminator="provider")]
+if TYPE_CHECKING:
+    Account = CloudAccount
+else:
+    # One member per registered cloud, told apart by `provider`.
+    Account = Annotated[
+        Union[tuple(cloud.account for cloud in CLOUDS)],  # noqa: UP007 - built at run time
+        Field(discriminator="provider"),
+    ]
 
 
 class JobConfig(Strict):
@@ -246,7 +72,7 @@ class JobConfig(Strict):
     @field_validator("labels")
     @classmethod
     def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_label_names(labels)
+        return check_label_names(labels)
 
 
 class ApiConfig(Strict):
@@ -478,109 +304,45 @@ def load_settings(
 
 
 @dataclass(frozen=True, slots=True)
-class HuaweiCredentials:
-    """Resolved secrets: read with `get_secret_value()` only at the moment of signing; repr
-    never shows them."""
+class Overlay:
+    """Accounts and jobs laid over every loaded config (the `--demo` clouds), and the secrets
+    their `auth` reads, by variable name, in place of the process environment's."""
 
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
-    token: SecretStr | None = None
+    accounts: Mapping[str, CloudAccount]
+    jobs: Sequence[JobConfig]
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Who reserves the accounts' names, for the error when a config uses one.
+    origin: str = "--demo"
 
+    def apply(self, settings: Settings) -> Settings:
+        """`settings` with the overlay's accounts and jobs; ConfigError if a name is taken.
 
-def _read_secret(
-    where: str, env_name: str | None, file: Path | None, environ: Mapping[str, str]
-) -> tuple[SecretStr | None, str | None]:
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return None, f"{where}_file: cannot read {file}: {exc.strerror or exc}"
-        if not value:
-            return None, f"{where}_file: {file} is empty"
-        return SecretStr(value), None
-    if env_name is not None:
-        value = environ.get(env_name, "").strip()
-        if not value:
-            return None, f"{where}_env: environment variable {env_name} is not set"
-        return SecretStr(value), None
-    return None, None
+        The pieces are validated models already, so they are merged without validating the
+        config's (possibly 50,000) jobs again.
+        """
+        taken = sorted(set(self.accounts) & set(settings.accounts))
+        if taken:
+            raise ConfigError(
+                [f"accounts.{name}: this name is reserved for {self.origin}" for name in taken]
+            )
+        return settings.model_copy(
+            update={
+                "accounts": {**settings.accounts, **self.accounts},
+                "jobs": [*settings.jobs, *self.jobs],
+            }
+        )
 
-
-@dataclass(frozen=True, slots=True)
-class TencentCredentials:
-    """SecretId/SecretKey, and the session token of temporary credentials."""
-
-    secret_id: SecretStr
-    secret_key: SecretStr
-    token: SecretStr | None = None
-
-
-Credentials = HuaweiCredentials | TencentCredentials
-
-
-def _secrets(
-    base: str, pairs: list[tuple[str, str | None, Path | None]], environ: Mapping[str, str]
-) -> list[SecretStr]:
-    values, problems = [], []
-    for name, env_name, file in pairs:
-        value, problem = _read_secret(base + name, env_name, file, environ)
-        if value is not None:
-            values.append(value)
-        else:
-            problems.append(problem or f"{base}{name}: no source set")
-    if problems:
-        raise ConfigError(problems)
-    return values
+    def environ_over(self, environ: Mapping[str, str] | None) -> Mapping[str, str]:
+        """`environ` (None: the process's) with the overlay's variables in front."""
+        return ChainMap(dict(self.environ), dict(os.environ if environ is None else environ))
 
 
 def resolve_credentials(
-    name: str, account: HuaweiAccount | TencentAccount, environ: Mapping[str, str] | None = None
-) -> Credentials:
+    name: str, account: CloudAccount, environ: Mapping[str, str] | None = None
+) -> object:
     """Read the account's secrets from env or files; ConfigError names what is missing."""
     env = os.environ if environ is None else environ
-    base = f"accounts.{name}.auth."
-    if isinstance(account, TencentAccount):
-        tc = account.auth
-        secret_id, secret_key = _secrets(
-            base,
-            [
-                (
-                    "secret_id",
-                    _default_env(tc.secret_id_env, tc.secret_id_file, "TENCENTCLOUD_SECRET_ID"),
-                    tc.secret_id_file,
-                ),
-                (
-                    "secret_key",
-                    _default_env(tc.secret_key_env, tc.secret_key_file, "TENCENTCLOUD_SECRET_KEY"),
-                    tc.secret_key_file,
-                ),
-            ],
-            env,
-        )
-        token = None
-        if tc.token_env is not None or tc.token_file is not None:
-            (token,) = _secrets(base, [("token", tc.token_env, tc.token_file)], env)
-        return TencentCredentials(secret_id=secret_id, secret_key=secret_key, token=token)
-    auth = account.auth
-    if auth.uses_token:
-        (token,) = _secrets(base, [("token", auth.token_env, auth.token_file)], env)
-        return HuaweiCredentials(token=token)
-    ak, sk = _secrets(
-        base,
-        [
-            ("ak", _default_env(auth.ak_env, auth.ak_file, "CLOUD_SDK_AK"), auth.ak_file),
-            ("sk", _default_env(auth.sk_env, auth.sk_file, "CLOUD_SDK_SK"), auth.sk_file),
-        ],
-        env,
-    )
-    return HuaweiCredentials(access_key=ak, secret_key=sk)
-
-
-def _default_env(env_name: str | None, file: Path | None, default: str) -> str | None:
-    """The SDKs' own variable names apply unless the user named another variable or a file."""
-    if file is not None:
-        return None
-    return env_name or default
+    return cloud_of(account).credentials(account, f"accounts.{name}.auth.", env)
 
 
 def resolve_api_token(
@@ -591,7 +353,7 @@ def resolve_api_token(
     if api.token_env is None and api.token_file is None:
         return None
     env = os.environ if environ is None else environ
-    (token,) = _secrets("api.", [("token", api.token_env, api.token_file)], env)
+    (token,) = read_secrets("api.", [("token", api.token_env, api.token_file)], env)
     return token
 
 
@@ -599,11 +361,7 @@ def watched_files(settings: Settings) -> list[Path]:
     """Credential files whose change should reload the config (a rotated Kubernetes Secret)."""
     paths: list[Path] = []
     for account in settings.accounts.values():
-        auth = account.auth
-        for name in type(auth).model_fields:
-            value = getattr(auth, name)
-            if name.endswith("_file") and value is not None:
-                paths.append(value)
+        paths.extend(account.secret_files())
     if settings.api.token_file is not None:
         paths.append(settings.api.token_file)
     return paths

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
@@ -32,16 +32,9 @@ class JobLister(Protocol):
     provider: str
     account: str
 
-    async def list_jobs(
-        self,
-        *,
-        queue_id: str | None,
-        tag: str | None,
-        states: Sequence[str],
-        since: float,
-        page_size: int,
-        next_token: str | None = None,
-    ) -> JobList: ...
+    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
+        """One page of jobs created after `since`, filtered as the account's config says."""
+        ...
 
 
 async def discover_once(
@@ -66,14 +59,7 @@ async def discover_once(
         await limiter.acquire()
         started = monotonic()
         try:
-            page = await lister.list_jobs(
-                queue_id=spec.queue_id,
-                tag=spec.tag,
-                states=spec.states,
-                since=since,
-                page_size=spec.page_size,
-                next_token=token,
-            )
+            page = await lister.list_jobs(since, token)
         except ProviderError as error:
             store.on_exchange(lister.account, lister.provider, error.status, monotonic() - started)
             if isinstance(error, ThrottledError):
@@ -97,21 +83,19 @@ async def discover_once(
 
 
 async def run_discovery(
-    lister: JobLister,
-    spec: Discovery,
-    poller: Poller,
-    lifecycle: Lifecycle,
-    store: Store,
+    discover: Callable[[], Awaitable[int]],
+    account: str,
+    interval: float,
     *,
-    wall: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
-    """Discover every `spec.interval` until cancelled; a failed run is logged and retried."""
+    """Run `discover` (a `discover_once`) every `interval` seconds until cancelled; a failed
+    run is logged and retried."""
     pause = sleep or asyncio.sleep
     failing = False
     while True:
         try:
-            added = await discover_once(lister, spec, poller, lifecycle, store, wall=wall)
+            added = await discover()
         except ProviderError as error:
             level = logging.DEBUG if failing else logging.WARNING
             failing = True
@@ -119,7 +103,7 @@ async def run_discovery(
                 level,
                 "discovery_failed",
                 extra={
-                    "account": lister.account,
+                    "account": account,
                     "reason": error.reason,
                     "status": error.status,
                     "code": error.code,
@@ -128,8 +112,8 @@ async def run_discovery(
             )
         else:
             if failing:
-                log.info("discovery_recovered", extra={"account": lister.account})
+                log.info("discovery_recovered", extra={"account": account})
             failing = False
             if added:
-                log.info("jobs_discovered", extra={"account": lister.account, "jobs": added})
-        await pause(spec.interval)
+                log.info("jobs_discovered", extra={"account": account, "jobs": added})
+        await pause(interval)

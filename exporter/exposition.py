@@ -29,10 +29,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from exporter.clouds import DOCUMENTED_STATES
 from exporter.collector import JOB_FAMILIES, PHASES
 from exporter.gzip_segments import EMPTY, Piece, assemble, compress, join
 from exporter.model import JobSnapshot, Phase
-from exporter.states import DOCUMENTED_STATES
 from exporter.store import JobKey, JobState
 
 (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -20,16 +21,16 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter.clouds import cloud_of
 from exporter.config import (
     ConfigError,
     Discovery,
-    JobConfig,
+    Overlay,
     Settings,
-    TencentAccount,
     resolve_api_token,
     watched_files,
 )
-from exporter.discovery import JobLister, run_discovery
+from exporter.discovery import JobLister, discover_once, run_discovery
 from exporter.lifecycle import Lifecycle
 from exporter.poller import Poller
 from exporter.providers.base import Provider
@@ -60,7 +61,6 @@ class Runtime:
         shard: Shard | None = None,
         loader: Loader | None = None,
         config_path: Path | None = None,
-        fixed_providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,13 +69,10 @@ class Runtime:
         self.config_path = config_path
         self._environ = environ
         self._wall = wall
-        self._fixed_providers = fixed_providers
+        # Laid over the initial config and every reloaded one (the --demo clouds).
+        self._overlay: Overlay | None = None
         self.session: aiohttp.ClientSession | None = None
         self.providers: dict[str, Provider] = {}
-        # What --demo adds next to the config; kept across reloads.
-        self.extra_providers: dict[str, Provider] = {}
-        self.extra_jobs: list[JobConfig] = []
-        self.extra_discoveries: list[tuple[str, Discovery]] = []
         self.poller: Poller | None = None
         self.lifecycle: Lifecycle | None = None
         self.api_token: SecretStr | None = None
@@ -86,22 +83,24 @@ class Runtime:
 
     # -- building blocks -------------------------------------------------------------------
 
+    def _overlaid(self, settings: Settings) -> Settings:
+        """Raises ConfigError when the config uses a name the overlay reserves."""
+        return settings if self._overlay is None else self._overlay.apply(settings)
+
     def _providers_for(self, settings: Settings) -> dict[str, Provider]:
         """Raises ConfigError when credentials are missing."""
-        if self._fixed_providers is not None:
-            built = dict(self._fixed_providers)
-        else:
-            assert self.session is not None  # noqa: S101 - started before any build
-            built = build_providers(settings, self.session, self._environ)
-        return {**built, **self.extra_providers}
+        assert self.session is not None  # noqa: S101 - started before any build
+        environ = self._environ
+        if self._overlay is not None:
+            environ = self._overlay.environ_over(environ)
+        return build_providers(settings, self.session, environ)
 
     def _discoveries(self, settings: Settings) -> list[tuple[str, Discovery]]:
-        configured = [
-            (name, account.discover)
+        return [
+            (name, spec)
             for name, account in settings.accounts.items()
-            if isinstance(account, TencentAccount) and account.discover is not None
+            if (spec := cloud_of(account).discovery(account)) is not None
         ]
-        return configured + self.extra_discoveries
 
     def _ttls(self, settings: Settings) -> dict[str, float]:
         """Tombstones of an account with discovery live for its lookback (lifecycle.py)."""
@@ -126,15 +125,27 @@ class Runtime:
                 self._spawn(
                     f"discovery {account}",
                     run_discovery(
-                        lister, spec, self.poller, self.lifecycle, self.store, wall=self._wall
+                        functools.partial(
+                            discover_once,
+                            lister,
+                            spec,
+                            self.poller,
+                            self.lifecycle,
+                            self.store,
+                            wall=self._wall,
+                        ),
+                        account,
+                        spec.interval,
                     ),
                 )
 
     # -- life cycle ------------------------------------------------------------------------
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self, session: aiohttp.ClientSession, overlay: Overlay | None = None) -> None:
+        """Build and start everything; `overlay` is laid over this and every reloaded config."""
         self.session = session
-        settings = self.settings
+        self._overlay = overlay
+        settings = self.settings = self._overlaid(self.settings)
         self.providers = self._providers_for(settings)
         self.api_token = resolve_api_token(settings, self._environ)
         lifecycle = Lifecycle(
@@ -172,7 +183,7 @@ class Runtime:
                 "state_in_memory",
                 extra={"hint": "set state_file to keep registered jobs across restarts"},
             )
-        lifecycle.set_config_jobs([*settings.jobs, *self.extra_jobs])
+        lifecycle.set_config_jobs(settings.jobs)
         lifecycle.prune()
         await self.persist()
         self._spawn("poller", poller.run())
@@ -254,7 +265,7 @@ class Runtime:
         if self.loader is None:
             return False, ["no config file to reload"]
         try:
-            settings = self.loader()
+            settings = self._overlaid(self.loader())
             providers = self._providers_for(settings)
             token = resolve_api_token(settings, self._environ)
         except ConfigError as exc:
@@ -272,7 +283,7 @@ class Runtime:
             await self._cancel(name)
         self.poller.reconfigure(settings, providers)
         self.lifecycle.reconfigure(settings, _accounts(providers), self._ttls(settings))
-        self.lifecycle.set_config_jobs([*settings.jobs, *self.extra_jobs])
+        self.lifecycle.set_config_jobs(settings.jobs)
         self.lifecycle.prune()
         self.settings = settings
         self.providers = providers

@@ -1,49 +1,17 @@
-"""Each provider's documented job states and the cloud-neutral phase each one means.
+"""Each cloud's documented job states, the cloud-neutral phase each one means, and the rule for
+states no document lists.
 
 Standard library only, so both the providers (which parse states) and the collector (which lists
 every documented state in its StateSet) can share one table without the collector seeing HTTP.
+Which table belongs to which provider name is the registry's (exporter/clouds.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from exporter.model import Phase
-
-# ShowShortJob `state`, in the document's order.
-HUAWEI_STATES: dict[str, Phase] = {
-    "CREATING": Phase.PENDING,
-    "SYSTEM_AUDITING": Phase.RUNNING,
-    "AUDITING": Phase.RUNNING,
-    "WAITING_SPLIT": Phase.PENDING,
-    "SPLITTING": Phase.RUNNING,
-    "SPLIT_FAILED": Phase.FAILED,
-    "ANNOTATING": Phase.RUNNING,
-    "WAITING": Phase.PENDING,
-    "PROCESSING": Phase.RUNNING,
-    "RESULT_REVIEW": Phase.RUNNING,
-    "AUDIT_FAILED": Phase.FAILED,
-    "UPLOADING": Phase.RUNNING,
-    "FAILED": Phase.FAILED,
-    "SUCCEED": Phase.SUCCEEDED,
-}
-# Only these end a job: AUDIT_FAILED waits for the user to upload again, SPLIT_FAILED can be redone.
-HUAWEI_TERMINAL_STATES = frozenset({"SUCCEED", "FAILED"})
-HUAWEI_ASSESSMENT_METRICS = ("speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak")
-
-# DescribeAIJob `State`. Pause waits to be resumed (pending); Cancel was stopped by a user.
-TENCENT_STATES: dict[str, Phase] = {
-    "Submitted": Phase.PENDING,
-    "Running": Phase.RUNNING,
-    "Success": Phase.SUCCEEDED,
-    "Failed": Phase.FAILED,
-    "Pause": Phase.PENDING,
-    "Cancel": Phase.CANCELLED,
-}
-TENCENT_TERMINAL_STATES = frozenset({"Success", "Failed", "Cancel"})
-
-DOCUMENTED_STATES: dict[str, dict[str, Phase]] = {
-    "huawei_metastudio": HUAWEI_STATES,
-    "tencent_ci": TENCENT_STATES,
-}
 
 
 def phase_by_rule(state: str) -> Phase:
@@ -66,26 +34,60 @@ def phase_by_rule(state: str) -> Phase:
     return Phase.UNKNOWN
 
 
-TERMINAL_STATES: dict[str, frozenset[str]] = {
-    "huawei_metastudio": HUAWEI_TERMINAL_STATES,
-    "tencent_ci": TENCENT_TERMINAL_STATES,
+@dataclass(frozen=True, slots=True)
+class StateTable:
+    """One cloud's documented states, in the document's order, and the ones that end a job."""
+
+    phases: Mapping[str, Phase]
+    terminal: frozenset[str]
+
+    def phase_of(self, state: str) -> tuple[Phase, bool]:
+        """The phase of `state`, and whether the document lists it."""
+        phase = self.phases.get(state)
+        if phase is not None:
+            return phase, True
+        return phase_by_rule(state), False
+
+    def is_terminal(self, state: str, phase: Phase, known: bool) -> bool:
+        """Whether the job is finished for good (slow polling, then forgotten after retention).
+
+        An undocumented state counts as terminal only when it succeeded or was cancelled: a
+        failed one may be retried (Huawei's AUDIT_FAILED waits for a new upload), so it is
+        watched as live.
+        """
+        if known:
+            return state in self.terminal
+        return phase in (Phase.SUCCEEDED, Phase.CANCELLED)
+
+
+# ShowShortJob `state`, in the document's order.
+HUAWEI_STATES: dict[str, Phase] = {
+    "CREATING": Phase.PENDING,
+    "SYSTEM_AUDITING": Phase.RUNNING,
+    "AUDITING": Phase.RUNNING,
+    "WAITING_SPLIT": Phase.PENDING,
+    "SPLITTING": Phase.RUNNING,
+    "SPLIT_FAILED": Phase.FAILED,
+    "ANNOTATING": Phase.RUNNING,
+    "WAITING": Phase.PENDING,
+    "PROCESSING": Phase.RUNNING,
+    "RESULT_REVIEW": Phase.RUNNING,
+    "AUDIT_FAILED": Phase.FAILED,
+    "UPLOADING": Phase.RUNNING,
+    "FAILED": Phase.FAILED,
+    "SUCCEED": Phase.SUCCEEDED,
 }
+# Only these end a job: AUDIT_FAILED waits for the user to upload again, SPLIT_FAILED can be redone.
+HUAWEI_TABLE = StateTable(HUAWEI_STATES, frozenset({"SUCCEED", "FAILED"}))
+HUAWEI_ASSESSMENT_METRICS = ("speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak")
 
-
-def is_terminal(provider: str, state: str, phase: Phase, known: bool) -> bool:
-    """Whether the job is finished for good (slow polling, then forgotten after retention).
-
-    An undocumented state counts as terminal only when it succeeded or was cancelled: a failed
-    one may be retried (Huawei's AUDIT_FAILED waits for a new upload), so it is watched as live.
-    """
-    if known:
-        return state in TERMINAL_STATES.get(provider, frozenset())
-    return phase in (Phase.SUCCEEDED, Phase.CANCELLED)
-
-
-def phase_of(provider: str, state: str) -> tuple[Phase, bool]:
-    """The phase of `state`, and whether the provider's document lists it."""
-    table = DOCUMENTED_STATES.get(provider, {})
-    if state in table:
-        return table[state], True
-    return phase_by_rule(state), False
+# DescribeAIJob `State`. Pause waits to be resumed (pending); Cancel was stopped by a user.
+TENCENT_STATES: dict[str, Phase] = {
+    "Submitted": Phase.PENDING,
+    "Running": Phase.RUNNING,
+    "Success": Phase.SUCCEEDED,
+    "Failed": Phase.FAILED,
+    "Pause": Phase.PENDING,
+    "Cancel": Phase.CANCELLED,
+}
+TENCENT_TABLE = StateTable(TENCENT_STATES, frozenset({"Success", "Failed", "Cancel"}))

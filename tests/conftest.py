@@ -14,7 +14,7 @@ import pytest
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
-from exporter.states import phase_of
+from exporter.states import HUAWEI_TABLE
 from exporter.store import JobKey, JobState, PollError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def promtool_check_metrics(exposition: bytes) -> str:
 
 
 def snapshot(state: str, job_id: str = "job-1", **fields: object) -> JobSnapshot:
-    phase, known = phase_of("huawei_metastudio", state)
+    phase, known = HUAWEI_TABLE.phase_of(state)
     return JobSnapshot(
         job_id=job_id,
         job_type="VOICE_ASSESS",

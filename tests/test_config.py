@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from exporter.accounts import TencentAccount
+from exporter.clouds import CLOUDS
 from exporter.config import (
     ConfigError,
-    HuaweiAccount,
     JobConfig,
     Settings,
-    TencentAccount,
     check_credentials,
     load_settings,
     parse_duration,
@@ -291,7 +291,7 @@ def _float_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
 def test_every_time_valued_key_is_a_duration() -> None:
     """A new float key is either in TIME_KEYS, so the tests below prove it takes durations, or
     declared not to be a time."""
-    models: list[type[BaseModel]] = [Settings, JobConfig, HuaweiAccount, TencentAccount]
+    models: list[type[BaseModel]] = [Settings, JobConfig, *(cloud.account for cloud in CLOUDS)]
     floats = set().union(*(_float_fields(model) for model in models))
     times = {key.rpartition(".")[2] for key in TIME_KEYS}
     assert {key.rpartition(".")[2] for key in floats} == times | NOT_TIME_KEYS

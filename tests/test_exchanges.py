@@ -68,16 +68,7 @@ class Scripted:
         self._answer()
         return {job_id: snapshot("Running", job_id) for job_id in job_ids}
 
-    async def list_jobs(
-        self,
-        *,
-        queue_id: str | None,
-        tag: str | None,
-        states: Sequence[str],
-        since: float,
-        page_size: int,
-        next_token: str | None = None,
-    ) -> JobList:
+    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
         self._answer()
         page = int(next_token or 0)
         return JobList((snapshot("Running", f"found-{page}"),), str(page + 1))

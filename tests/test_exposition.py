@@ -26,11 +26,12 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter.clouds import DOCUMENTED_STATES
 from exporter.collector import job_families
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate
 from exporter.gzip_segments import compress, crc_shift
 from exporter.model import Assessment, JobSnapshot, Phase
-from exporter.states import DOCUMENTED_STATES, HUAWEI_ASSESSMENT_METRICS
+from exporter.states import HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
 from tests.conftest import promtool_check_metrics
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.config import HuaweiAccount, HuaweiCredentials
+from exporter.accounts import HuaweiAccount, HuaweiCredentials
 from exporter.model import (
     AuthError,
     NetworkError,
@@ -28,7 +28,7 @@ from exporter.model import (
 from exporter.providers.base import MAX_BODY_BYTES
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio, parse_short_job
 from exporter.signing import huawei
-from exporter.states import HUAWEI_STATES, phase_by_rule, phase_of
+from exporter.states import HUAWEI_STATES, HUAWEI_TABLE, phase_by_rule
 
 JOB = "26f06524-4f75-4b3a-a853-b649a21aaf66"
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
@@ -60,12 +60,12 @@ DOCUMENTED_BODY: dict[str, Any] = {
 
 def test_every_documented_state_has_a_phase_and_the_issue_examples_hold() -> None:
     assert len(HUAWEI_STATES) == 14
-    assert phase_of("huawei_metastudio", "AUDIT_FAILED") == (Phase.FAILED, True)
-    assert phase_of("huawei_metastudio", "SPLIT_FAILED") == (Phase.FAILED, True)
+    assert HUAWEI_TABLE.phase_of("AUDIT_FAILED") == (Phase.FAILED, True)
+    assert HUAWEI_TABLE.phase_of("SPLIT_FAILED") == (Phase.FAILED, True)
     for pending in ("CREATING", "WAITING_SPLIT", "WAITING"):
-        assert phase_of("huawei_metastudio", pending) == (Phase.PENDING, True)
-    assert phase_of("huawei_metastudio", "SUCCEED") == (Phase.SUCCEEDED, True)
-    assert phase_of("huawei_metastudio", "PROCESSING") == (Phase.RUNNING, True)
+        assert HUAWEI_TABLE.phase_of(pending) == (Phase.PENDING, True)
+    assert HUAWEI_TABLE.phase_of("SUCCEED") == (Phase.SUCCEEDED, True)
+    assert HUAWEI_TABLE.phase_of("PROCESSING") == (Phase.RUNNING, True)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_every_documented_state_has_a_phase_and_the_issue_examples_hold() -> Non
 )
 def test_undocumented_states_map_by_the_documented_rule(state: str, phase: Phase) -> None:
     assert phase_by_rule(state) is phase
-    assert phase_of("huawei_metastudio", state) == (phase, False)
+    assert HUAWEI_TABLE.phase_of(state) == (phase, False)
 
 
 def test_the_documented_response_parses_into_a_snapshot() -> None:
@@ -198,7 +198,7 @@ def _provider(
         credentials=credentials,
         session=session,
         timeout=timeout,
-        now=lambda: datetime.now(UTC),
+        now=time.time,
     )
 
 

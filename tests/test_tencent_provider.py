@@ -6,7 +6,7 @@ import pytest
 
 from exporter.model import AuthError, NotFoundError, Phase, ResponseParseError, ThrottledError
 from exporter.providers.tencent_ci import _error, parse_response, parse_time
-from exporter.states import TENCENT_STATES, phase_of
+from exporter.states import TENCENT_STATES, TENCENT_TABLE
 
 # The document's sample with its one typo (<Tag>Translation<Tag>) corrected.
 DOCUMENTED = b"""<Response>
@@ -121,8 +121,8 @@ def test_progress_is_a_ratio() -> None:
 
 def test_every_documented_state_has_a_phase() -> None:
     assert list(TENCENT_STATES) == ["Submitted", "Running", "Success", "Failed", "Pause", "Cancel"]
-    assert phase_of("tencent_ci", "Pause") == (Phase.PENDING, True)
-    assert phase_of("tencent_ci", "Cancel") == (Phase.CANCELLED, True)
+    assert TENCENT_TABLE.phase_of("Pause") == (Phase.PENDING, True)
+    assert TENCENT_TABLE.phase_of("Cancel") == (Phase.CANCELLED, True)
 
 
 @pytest.mark.parametrize(

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
 
+from exporter.accounts import CloudAccount
 from exporter.model import (
+    AuthError,
     Exchange,
     JobSnapshot,
     NetworkError,
+    NotFoundError,
     PollTimeout,
     ProviderError,
     ResponseParseError,
+    ThrottledError,
+    UpstreamError,
 )
 
 # Job answers are a few KB; a body past this is a broken or hostile upstream, not a job.
@@ -49,11 +55,40 @@ class Provider(Protocol):
 
     provider: str
     account: str
-    batch_size: int
+
+    @property
+    def batch_size(self) -> int: ...
 
     async def fetch_many(
         self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
     ) -> Mapping[str, JobSnapshot | ProviderError]: ...
+
+
+AccountT = TypeVar("AccountT", bound=CloudAccount)
+CredentialsT = TypeVar("CredentialsT")
+
+
+class AccountClient(Generic[AccountT, CredentialsT]):
+    """What every cloud's provider is made of: the account's name, config and secrets, the
+    pooled session, the per-request deadline, and a clock (Unix time) for signatures."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        config: AccountT,
+        credentials: CredentialsT,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._credentials = credentials
+        self._session = session
+        self._timeout = timeout
+        self._now = now
+        self._base = URL(config.base_url)
 
 
 async def http_get(
@@ -110,3 +145,39 @@ def retry_after_seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCodes:
+    """A cloud's error codes that say more than the HTTP status of their answer."""
+
+    throttled: frozenset[str] = frozenset()
+    auth: frozenset[str] = frozenset()
+    # The codes a 404 carries when the job does not exist; None: every 404 means that.
+    not_found: frozenset[str] | None = None
+
+
+def answer_error(
+    status: int,
+    headers: Mapping[str, str],
+    code: str | None,
+    message: str | None,
+    codes: ErrorCodes,
+    request_id: str | None = None,
+) -> ProviderError:
+    """An error answer as the typed error the poller acts on (back off, alert, forget, retry)."""
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    if request_id:
+        detail += f" (RequestId {request_id})"
+    if status == 429 or code in codes.throttled:
+        return ThrottledError(
+            detail,
+            status=str(status),
+            code=code,
+            retry_after=retry_after_seconds(headers.get("Retry-After")),
+        )
+    if status in (401, 403) or code in codes.auth:
+        return AuthError(detail, status=str(status), code=code)
+    if status == 404 and (codes.not_found is None or code is None or code in codes.not_found):
+        return NotFoundError(detail, status=str(status), code=code)
+    return UpstreamError(detail, status=str(status), code=code)

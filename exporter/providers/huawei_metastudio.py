@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
-from yarl import URL
 
+from exporter.accounts import HuaweiAccount, HuaweiCredentials
 from exporter.assessment import UnparseableValue, parse_bounds, parse_value
-from exporter.config import HuaweiAccount, HuaweiCredentials
 from exporter.model import (
     Assessment,
     AuthError,
     JobSnapshot,
-    NotFoundError,
     Phase,
     ProviderError,
     ResponseParseError,
-    ThrottledError,
-    UpstreamError,
 )
-from exporter.providers.base import body_hash, http_get, retry_after_seconds
+from exporter.providers.base import AccountClient, ErrorCodes, answer_error, body_hash, http_get
 from exporter.signing import huawei
-from exporter.states import HUAWEI_ASSESSMENT_METRICS, is_terminal, phase_of
+from exporter.states import HUAWEI_ASSESSMENT_METRICS, HUAWEI_TABLE
 
 PROVIDER = "huawei_metastudio"
-THROTTLE_CODES = frozenset({"APIGW.0308"})
+ERROR_CODES = ErrorCodes(throttled=frozenset({"APIGW.0308"}))
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
 _MILLIS_THRESHOLD = 1e11
@@ -124,8 +120,8 @@ def parse_short_job(body: bytes, job_id: str, *, fingerprint: int | None = None)
                 errors.append(f"assess_result.{metric}")
     elif result is not None:
         errors.append("assess_result")
-    phase, known = phase_of(PROVIDER, state)
-    terminal = is_terminal(PROVIDER, state, phase, known)
+    phase, known = HUAWEI_TABLE.phase_of(state)
+    terminal = HUAWEI_TABLE.is_terminal(state, phase, known)
     job_type = data.get("job_type")
     failure_code = _optional_str(data.get("job_failed_code")) or None
     return JobSnapshot(
@@ -162,36 +158,21 @@ def _error_fields(body: bytes) -> tuple[str | None, str]:
     return (str(code) if code else None), str(message)[:500]
 
 
-class HuaweiMetaStudio:
+class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
     """Polls `GET /v1/{project_id}/voice-training-manage/user/short-jobs/{job_id}`."""
 
     provider = PROVIDER
     batch_size = 1  # ShowShortJob takes one id
+    # Made at the first signed request: the account's fixed headers, signed the same way
+    # every time, are prepared once.
+    _signer: huawei.GetSigner | None = None
 
-    def __init__(
-        self,
-        *,
-        account: str,
-        config: HuaweiAccount,
-        credentials: HuaweiCredentials,
-        session: aiohttp.ClientSession,
-        timeout: float,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.account = account
-        self._config = config
-        self._credentials = credentials
-        self._session = session
-        self._timeout = timeout
-        self._now = now
-        self._base = URL(config.base_url)
-        self._jobs_path = (
-            f"{self._base.raw_path.rstrip('/')}/v1/{quote(config.project_id, safe='')}"
+    @functools.cached_property
+    def _jobs_path(self) -> str:
+        return (
+            f"{self._base.raw_path.rstrip('/')}/v1/{quote(self._config.project_id, safe='')}"
             "/voice-training-manage/user/short-jobs/"
         )
-        # Made at the first signed request: the account's fixed headers, signed the same way
-        # every time, are prepared once.
-        self._signer: huawei.GetSigner | None = None
 
     def _path(self, job_id: str) -> str:
         if not _UNRESERVED.fullmatch(job_id):  # ids are UUIDs: quote() is for the odd one
@@ -213,7 +194,7 @@ class HuaweiMetaStudio:
                 access_key=creds.access_key.get_secret_value(),
                 secret_key=creds.secret_key.get_secret_value(),
             )
-        return self._signer.sign(path, self._now())
+        return self._signer.sign(path, datetime.fromtimestamp(self._now(), UTC))
 
     def _fixed_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {"Accept": "application/json"}
@@ -239,18 +220,4 @@ class HuaweiMetaStudio:
                 return last
             return parse_short_job(body, job_id, fingerprint=fingerprint)
         code, message = _error_fields(body)
-        detail = (
-            f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-        )
-        if status == 429 or code in THROTTLE_CODES:
-            raise ThrottledError(
-                detail,
-                status=str(status),
-                code=code,
-                retry_after=retry_after_seconds(headers.get("Retry-After")),
-            )
-        if status in (401, 403):
-            raise AuthError(detail, status=str(status), code=code)
-        if status == 404:
-            raise NotFoundError(detail, status=str(status), code=code)
-        raise UpstreamError(detail, status=str(status), code=code)
+        raise answer_error(status, headers, code, message, ERROR_CODES)

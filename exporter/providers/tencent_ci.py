@@ -3,50 +3,39 @@
 from __future__ import annotations
 
 import sys
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-import aiohttp
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from yarl import URL
 
+from exporter.accounts import Discovery, TencentAccount, TencentCredentials
 from exporter.assessment import UnparseableValue, parse_value
-from exporter.config import TencentAccount, TencentCredentials
-from exporter.model import (
-    AuthError,
-    JobSnapshot,
-    NotFoundError,
-    Phase,
-    ProviderError,
-    ResponseParseError,
-    ThrottledError,
-    UpstreamError,
-)
-from exporter.providers.base import JobList, http_get, retry_after_seconds
+from exporter.model import JobSnapshot, NotFoundError, Phase, ProviderError, ResponseParseError
+from exporter.providers.base import AccountClient, ErrorCodes, JobList, answer_error, http_get
 from exporter.signing import tencent
-from exporter.states import is_terminal, phase_of
+from exporter.states import TENCENT_TABLE
 
 PROVIDER = "tencent_ci"
 # How long a signature stays valid after signing (the signer also backdates it a minute).
 SIGNATURE_LIFETIME = 600
-LIST_PAGE_SIZE = 100
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-        "RequestTimeTooSkewed",
-        "InvalidSecurityToken",
-        "ExpiredToken",
-        "InvalidToken",
-    }
+ERROR_CODES = ErrorCodes(
+    throttled=frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"}),
+    auth=frozenset(
+        {
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "RequestTimeTooSkewed",
+            "InvalidSecurityToken",
+            "ExpiredToken",
+            "InvalidToken",
+        }
+    ),
+    not_found=frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"}),
 )
-_THROTTLE_CODES = frozenset({"SlowDown", "RequestLimitExceeded", "TooManyRequests"})
-_NOT_FOUND_CODES = frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"})
 _UNSET_TIMES = frozenset({"", "-"})
 
 
@@ -92,14 +81,14 @@ def parse_jobs_detail(element: ET.Element) -> JobSnapshot:
             progress = percent / 100.0
         except UnparseableValue:
             errors.append("Progress")
-    phase, known = phase_of(PROVIDER, state)
+    phase, known = TENCENT_TABLE.phase_of(state)
     code = _text(element, "Code")
     message = _text(element, "Message")
     failed = phase is Phase.FAILED
     extra = tuple(
         (name, value) for name in ("SubTag", "Code", "Message") if (value := _text(element, name))
     )
-    terminal = is_terminal(PROVIDER, state, phase, known)
+    terminal = TENCENT_TABLE.is_terminal(state, phase, known)
     return JobSnapshot(
         job_id=job_id,
         job_type=_text(element, "Tag") or "unknown",
@@ -155,47 +144,21 @@ def _error(status: int, headers: Mapping[str, str], body: bytes) -> ProviderErro
             request_id = _text(root, "RequestId")
     except ResponseParseError:
         message = body[:200].decode("utf-8", "replace").strip() or None
-    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    if request_id:
-        detail += f" (RequestId {request_id})"
-    if status == 429 or code in _THROTTLE_CODES:
-        return ThrottledError(
-            detail,
-            status=str(status),
-            code=code,
-            retry_after=retry_after_seconds(headers.get("Retry-After")),
-        )
-    if status in (401, 403) or code in _AUTH_CODES:
-        return AuthError(detail, status=str(status), code=code)
-    if status == 404 and (code is None or code in _NOT_FOUND_CODES):
-        return NotFoundError(detail, status=str(status), code=code)
-    return UpstreamError(detail, status=str(status), code=code)
+    return answer_error(status, headers, code, message, ERROR_CODES, request_id)
 
 
-class TencentCI:
+class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
     """Polls `GET /ai_jobs/<id>` (or `/jobs/<id>,<id>` for media jobs) on the bucket's CI host."""
 
     provider = PROVIDER
 
-    def __init__(
-        self,
-        *,
-        account: str,
-        config: TencentAccount,
-        credentials: TencentCredentials,
-        session: aiohttp.ClientSession,
-        timeout: float,
-        now: Callable[[], float] = time.time,
-    ) -> None:
-        self.account = account
-        self.batch_size = config.batch_size
-        self._config = config
-        self._credentials = credentials
-        self._session = session
-        self._timeout = timeout
-        self._now = now
-        self._base = URL(config.base_url)
-        self._api = "/ai_jobs" if config.job_api == "ai_jobs" else "/jobs"
+    @property
+    def batch_size(self) -> int:
+        return self._config.batch_size
+
+    @property
+    def _api(self) -> str:
+        return "/ai_jobs" if self._config.job_api == "ai_jobs" else "/jobs"
 
     async def _get(self, path: str, params: Mapping[str, str]) -> bytes:
         """Sign and send; the unencoded path is signed, the encoded one sent (as the SDK does)."""
@@ -228,12 +191,6 @@ class TencentCI:
             raise _error(status, response_headers, body)
         return body
 
-    async def fetch(self, job_id: str) -> JobSnapshot:
-        outcome = (await self.fetch_many([job_id], {}))[job_id]
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        return outcome
-
     async def fetch_many(
         self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
     ) -> dict[str, JobSnapshot | ProviderError]:
@@ -258,25 +215,18 @@ class TencentCI:
                 )
         return results
 
-    async def list_jobs(
-        self,
-        *,
-        queue_id: str | None,
-        tag: str | None,
-        states: Sequence[str],
-        since: float,
-        page_size: int = LIST_PAGE_SIZE,
-        next_token: str | None = None,
-    ) -> JobList:
-        """One page of the list API, newest first, jobs created after `since`."""
+    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
+        """One page of the list API, newest first, jobs created after `since`, filtered by the
+        account's `discover` settings (queue, tag, states, page size)."""
+        spec = self._config.discover or Discovery()
         start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
-        params = {"size": str(page_size), "orderByTime": "Desc", "startCreationTime": start}
-        if queue_id:
-            params["queueId"] = queue_id
-        if tag:
-            params["tag"] = tag
-        if states:
-            params["states"] = ",".join(states)
+        params = {"size": str(spec.page_size), "orderByTime": "Desc", "startCreationTime": start}
+        if spec.queue_id:
+            params["queueId"] = spec.queue_id
+        if spec.tag:
+            params["tag"] = spec.tag
+        if spec.states:
+            params["states"] = ",".join(spec.states)
         if next_token:
             params["nextToken"] = next_token
         jobs, _, token = parse_response(await self._get(self._api, params))

@@ -1,0 +1,221 @@
+"""The clouds the exporter knows, each registered once: adding one is a provider module, an account
+model, a states table, a simulator and an entry in `CLOUDS`.
+
+Everything else asks here: config for the account union and the unknown-provider message, the
+collector for documented states, the runtime for providers and discovery, the demo for
+simulators. Provider and simulator modules (aiohttp) are imported only when first used, so
+config and the collector can import this without HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from exporter.accounts import (
+    CloudAccount,
+    Discovery,
+    HuaweiAccount,
+    HuaweiAuth,
+    TencentAccount,
+    TencentAuth,
+    huawei_credentials,
+    tencent_credentials,
+)
+from exporter.model import Phase
+from exporter.states import HUAWEI_TABLE, TENCENT_TABLE, StateTable
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from exporter.providers.base import Provider
+
+AccountT = TypeVar("AccountT", bound=CloudAccount)
+CredentialsT = TypeVar("CredentialsT")
+
+
+class ProviderClass(Protocol):
+    """A provider's constructor (every provider takes the same arguments)."""
+
+    def __call__(
+        self,
+        *,
+        account: str,
+        config: Any,
+        credentials: Any,
+        session: aiohttp.ClientSession,
+        timeout: float,
+    ) -> Provider: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCloud:
+    """A running simulator and the account that polls it, for `--demo`."""
+
+    account: CloudAccount
+    # Ids listed like configured jobs (a cloud with discovery may list fewer than it has).
+    job_ids: tuple[str, ...]
+    # The simulator's published credentials, under the variable names the account's auth reads.
+    environ: Mapping[str, str] = field(repr=False)
+    url: str
+    stop: Callable[[], Awaitable[None]]
+
+
+def _no_discovery(account: CloudAccount) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Cloud(Generic[AccountT, CredentialsT]):
+    """One cloud: its provider name, config model, states, provider, discovery and simulator."""
+
+    name: str
+    account: type[AccountT]
+    states: StateTable
+    # Reads the account's secrets; ConfigError names each missing one under `where`.
+    credentials: Callable[[AccountT, str, Mapping[str, str]], CredentialsT]
+    # The provider's class, imported when first asked for: its module needs aiohttp.
+    provider: Callable[[], ProviderClass]
+    # The name `--demo` gives the simulated account (reserved: a config may not use it).
+    demo_account: str
+    simulator: Callable[[], Awaitable[DemoCloud]]
+    # The account's discovery settings when it finds jobs through a list API; the provider is
+    # then also a `JobLister` (exporter/discovery.py).
+    discovery: Callable[[AccountT], Discovery | None] = _no_discovery
+
+    def build(
+        self,
+        name: str,
+        account: AccountT,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        environ: Mapping[str, str],
+    ) -> Provider:
+        """The account's provider; ConfigError if its credentials are missing."""
+        secrets = self.credentials(account, f"accounts.{name}.auth.", environ)
+        return self.provider()(
+            account=name, config=account, credentials=secrets, session=session, timeout=timeout
+        )
+
+
+# -- Huawei Cloud MetaStudio --------------------------------------------------------------------
+
+
+def _huawei_provider() -> ProviderClass:
+    from exporter.providers.huawei_metastudio import HuaweiMetaStudio
+
+    return HuaweiMetaStudio
+
+
+async def _huawei_simulator() -> DemoCloud:
+    from exporter.simulator.metastudio import (
+        DEMO_ACCESS_KEY,
+        DEMO_PROJECT_ID,
+        DEMO_SECRET_KEY,
+        demo_simulator,
+        start_simulator,
+    )
+
+    sim = demo_simulator(
+        project_id=DEMO_PROJECT_ID, access_key=DEMO_ACCESS_KEY, secret_key=DEMO_SECRET_KEY
+    )
+    runner, url = await start_simulator(sim)
+    account = HuaweiAccount(
+        provider="huawei_metastudio",
+        region="demo",
+        project_id=DEMO_PROJECT_ID,
+        endpoint=url,
+        auth=HuaweiAuth(ak_env="CLOUDJOB_DEMO_HUAWEI_AK", sk_env="CLOUDJOB_DEMO_HUAWEI_SK"),
+    )
+    environ = {
+        "CLOUDJOB_DEMO_HUAWEI_AK": DEMO_ACCESS_KEY,
+        "CLOUDJOB_DEMO_HUAWEI_SK": DEMO_SECRET_KEY,
+    }
+    return DemoCloud(account, tuple(sim.job_ids()), environ, url, runner.cleanup)
+
+
+# -- Tencent Cloud CI ---------------------------------------------------------------------------
+
+
+def _tencent_provider() -> ProviderClass:
+    from exporter.providers.tencent_ci import TencentCI
+
+    return TencentCI
+
+
+def _tencent_discovery(account: TencentAccount) -> Discovery | None:
+    return account.discover
+
+
+async def _tencent_simulator() -> DemoCloud:
+    from exporter.simulator.metastudio import start_simulator
+    from exporter.simulator.tencent_ci import (
+        DEMO_TENCENT_BUCKET,
+        DEMO_TENCENT_JOBS,
+        DEMO_TENCENT_REGION,
+        DEMO_TENCENT_SECRET_ID,
+        DEMO_TENCENT_SECRET_KEY,
+        demo_tencent_simulator,
+    )
+
+    sim = demo_tencent_simulator(
+        bucket=DEMO_TENCENT_BUCKET,
+        secret_id=DEMO_TENCENT_SECRET_ID,
+        secret_key=DEMO_TENCENT_SECRET_KEY,
+    )
+    runner, url = await start_simulator(sim)
+    account = TencentAccount(
+        provider="tencent_ci",
+        bucket=DEMO_TENCENT_BUCKET,
+        region=DEMO_TENCENT_REGION,
+        endpoint=url,
+        job_api="media_jobs",
+        batch_size=5,
+        auth=TencentAuth(
+            secret_id_env="CLOUDJOB_DEMO_TENCENT_SECRET_ID",  # noqa: S106 - a variable name
+            secret_key_env="CLOUDJOB_DEMO_TENCENT_SECRET_KEY",  # noqa: S106 - a variable name
+        ),
+        discover=Discovery(lookback=86400.0, interval=10.0, labels={"team": "demo"}),
+    )
+    environ = {
+        "CLOUDJOB_DEMO_TENCENT_SECRET_ID": DEMO_TENCENT_SECRET_ID,
+        "CLOUDJOB_DEMO_TENCENT_SECRET_KEY": DEMO_TENCENT_SECRET_KEY,
+    }
+    # One job is listed like a configured one; discovery finds the rest.
+    listed = (DEMO_TENCENT_JOBS[0].job_id,)
+    return DemoCloud(account, listed, environ, url, runner.cleanup)
+
+
+CLOUDS: tuple[Cloud[Any, Any], ...] = (
+    Cloud(
+        name="huawei_metastudio",
+        account=HuaweiAccount,
+        states=HUAWEI_TABLE,
+        credentials=huawei_credentials,
+        provider=_huawei_provider,
+        demo_account="demo-huawei",
+        simulator=_huawei_simulator,
+    ),
+    Cloud(
+        name="tencent_ci",
+        account=TencentAccount,
+        states=TENCENT_TABLE,
+        credentials=tencent_credentials,
+        provider=_tencent_provider,
+        demo_account="demo-tencent",
+        simulator=_tencent_simulator,
+        discovery=_tencent_discovery,
+    ),
+)
+BY_NAME: dict[str, Cloud[Any, Any]] = {cloud.name: cloud for cloud in CLOUDS}
+PROVIDERS = tuple(BY_NAME)
+# Every cloud's documented states in the document's order, for the StateSet of each job.
+DOCUMENTED_STATES: dict[str, Mapping[str, Phase]] = {
+    cloud.name: cloud.states.phases for cloud in CLOUDS
+}
+
+
+def cloud_of(account: CloudAccount) -> Cloud[Any, Any]:
+    """The registry entry of a validated account (its `provider` is always a registered name)."""
+    return BY_NAME[account.provider]

@@ -215,6 +215,7 @@ def start_exporter(
             process.kill()
         process.wait()
         raise AssertionError(f"the exporter did not start: {line!r}\n{log.read_text()[-3000:]}")
+    assert found[2] != "0", f"the exporter printed port 0, not the one it bound: {line!r}"
     config = Path(args[args.index("--config") + 1]) if "--config" in args else None
     return ExporterProcess(process, int(found[2]), found[1], line, log, config)
 

@@ -104,6 +104,13 @@ def samples(text: str) -> dict[tuple[str, Labels], float]:
     }
 
 
+def series(text: str | bytes, name: str) -> dict[Labels, float]:
+    """The samples called `name`, by label set."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return {labels: number for (sample, labels), number in samples(text).items() if sample == name}
+
+
 def value(text: str, name: str, **labels: str) -> float | None:
     """The first sample called `name` whose labels include `labels`; None when there is none."""
     wanted = set(labels.items())

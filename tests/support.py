@@ -2,7 +2,8 @@
 
 Ports: a server that can bind port 0 picks its own (aiohttp's test servers do; the exporter
 takes `--listen 127.0.0.1:0` and prints the port it bound). Picking a "free" port first, closing
-it and handing the number to a server is a race another process can win in between.
+it and handing the number to a server is a race another process can win in between; for
+programs that need a number up front, `dashboards.ports.start_on_a_free_port` retries the start.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -245,33 +245,3 @@ def _decoded(raw: bytes) -> Any:
         return orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         return raw.decode()
-
-
-# --- programs that cannot tell which port they bound --------------------------------------------
-
-
-class AddressInUseError(Exception):
-    """Raised by a `start` callable when its program lost the port to another process."""
-
-
-def start_on_a_free_port(start: Callable[[int], T], *, attempts: int = 5) -> T:
-    """Start a program that needs its port up front (Prometheus, Alertmanager) and retry on loss.
-
-    The port is free when picked but released before the program binds it, so another process
-    can take it in between. That race is not removed here; `start` raises `AddressInUseError`
-    when it loses, and the whole start is tried again on a new port.
-    """
-    for attempt in range(attempts):
-        try:
-            return start(unused_port())
-        except AddressInUseError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def unused_port() -> int:
-    """A port nobody listens on right now; racy, so only for `start_on_a_free_port`."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -9,12 +9,21 @@ port when the program reports the address in use.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
 ATTEMPTS = 5
+# What the exporter prints once it listens; with `--listen HOST:0` the port is the one it got.
+_SERVING = re.compile(r"serving metrics on (https?)://\S+:(\d+)/metrics")
+
+
+def served_at(output: str) -> tuple[str, int] | None:
+    """(scheme, port) from the exporter's start-up line in `output`; None before it printed."""
+    found = _SERVING.search(output)
+    return (found[1], int(found[2])) if found else None
 
 
 class AddressInUseError(Exception):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from dashboards.ports import AddressInUseError, lost_the_port, start_on_a_free_port
+from dashboards.ports import AddressInUseError, lost_the_port, served_at, start_on_a_free_port
 from dashboards.rules import rules_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,21 +125,18 @@ def _wait_ready(stack: Stack, name: str, url: str, timeout: float) -> None:
     )
 
 
-_SERVING = re.compile(r"serving metrics on http://\S+:(\d+)/metrics")
-
-
 def _start_exporter(stack: Stack, python: str, port: int | None, timeout: float) -> int:
     """The demo exporter; on port 0 unless told one, reading back the port it bound."""
     listen = f"127.0.0.1:{port or 0}"
     # From the checkout, so `-m exporter` is this tree's code even when it is not installed.
     _spawn(stack, "exporter", [python, "-m", "exporter", "--demo", "--listen", listen], cwd=REPO)
     deadline = time.monotonic() + timeout
-    while not (found := _SERVING.search(stack.log("exporter"))):
+    while not (found := served_at(stack.log("exporter"))):
         process = stack.processes["exporter"]
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"exporter did not start:\n{stack.log('exporter')[-2000:]}")
         time.sleep(0.1)
-    return int(found[1])
+    return found[1]
 
 
 def _start_listening(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import re
 import select
 import signal
 import subprocess
@@ -22,12 +21,14 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
+
+from dashboards.ports import served_at
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -92,6 +93,46 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
+# --- simulated time ----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    """A clock that stands still until the test moves `now`."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SimulatedCloud(Protocol):
+    def job_ids(self) -> list[str]: ...
+
+    def state_of(self, job_id: str) -> str: ...
+
+
+def states_over(
+    sim: SimulatedCloud, clock: FakeClock, seconds: float, step: float = 0.1
+) -> tuple[set[str], set[str], set[str]]:
+    """Moving `clock` on by `seconds` in `step`s: the states the simulator's jobs were in at
+    the start, every state seen on the way, and the jobs whose state changed."""
+    at_start = {sim.state_of(job_id) for job_id in sim.job_ids()}
+    previous = {job_id: sim.state_of(job_id) for job_id in sim.job_ids()}
+    seen: set[str] = set()
+    changed: set[str] = set()
+    start = clock.now
+    for tick in range(1, round(seconds / step) + 1):
+        clock.now = start + tick * step
+        for job_id in sim.job_ids():
+            state = sim.state_of(job_id)
+            seen.add(state)
+            if state != previous[job_id]:
+                changed.add(job_id)
+            previous[job_id] = state
+    return at_start, seen, changed
+
+
 # --- reading an exposition ---------------------------------------------------------------------
 
 
@@ -151,8 +192,6 @@ async def scrape_until(
 
 
 # --- the exporter as a process ------------------------------------------------------------------
-
-_SERVING = re.compile(r"serving metrics on (https?)://\S+:(\d+)/metrics")
 
 
 @dataclass
@@ -216,15 +255,15 @@ def start_exporter(
         ready, _, _ = select.select([process.stdout], [], [], 0.5)
         if ready:
             line = process.stdout.readline()
-    found = _SERVING.search(line)
+    found = served_at(line)
     if found is None:
         if process.poll() is None:
             process.kill()
         process.wait()
         raise AssertionError(f"the exporter did not start: {line!r}\n{log.read_text()[-3000:]}")
-    assert found[2] != "0", f"the exporter printed port 0, not the one it bound: {line!r}"
+    assert found[1] != 0, f"the exporter printed port 0, not the one it bound: {line!r}"
     config = Path(args[args.index("--config") + 1]) if "--config" in args else None
-    return ExporterProcess(process, int(found[2]), found[1], line, log, config)
+    return ExporterProcess(process, found[1], found[0], line, log, config)
 
 
 def http(

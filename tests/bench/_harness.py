@@ -17,9 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dashboards.ports import AddressInUseError, lost_the_port, start_on_a_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,11 +42,29 @@ def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)  # noqa: T201
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def start_listening(
+    processes: Processes,
+    name: str,
+    argv: Callable[[int], Sequence[str]],
+    ready: Callable[[Process, int], None],
+    env: Mapping[str, str] | None = None,
+) -> tuple[Process, int]:
+    """A program that takes its port as an argument, on a free one; `ready(process, port)`
+    waits for it. Started again on another port if it loses its port before binding it (see
+    dashboards.ports: the pick-release-bind race is survived, not removed)."""
+
+    def start(port: int) -> tuple[Process, int]:
+        process = processes.start(name, argv(port), env)
+        try:
+            ready(process, port)
+        except BenchError:
+            if process.popen.poll() is not None and lost_the_port(process.tail(50)):
+                processes.stop(process)
+                raise AddressInUseError(name) from None
+            raise
+        return process, port
+
+    return start_on_a_free_port(start)
 
 
 def system_busy_seconds() -> float:

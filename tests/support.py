@@ -194,6 +194,22 @@ async def scrape_until(
 # --- the exporter as a process ------------------------------------------------------------------
 
 
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m exporter ARGS` to its end, from the repository root. `env` adds to this
+    process's environment, `environ` replaces it; the timeout is a hang guard."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO,
+        env={**(os.environ if environ is None else environ), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @dataclass
 class ExporterProcess:
     """A real `python -m exporter` on a port it picked; stderr goes to `log`."""

@@ -36,7 +36,7 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Settings
-from tests.support import start_exporter
+from tests.support import run_cli, start_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "cloudjob-exporter"
@@ -791,15 +791,7 @@ def test_the_exporter_accepts_the_rendered_config_and_arguments(
     )
     if value_set == "everything":  # what the existing Secret would hold
         env.update({"TENCENTCLOUD_SECRET_ID": "id", "TENCENTCLOUD_SECRET_KEY": "key"})
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", *args, "--check-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(*args, "--check-config", environ=env)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(one(docs, "ConfigMap", FULLNAME)["data"]["config.yaml"])
     jobs, accounts = len(config.get("jobs", [])), len(config.get("accounts", {}))

@@ -9,9 +9,6 @@ HTTP answer (/, /metrics, /api/v1/jobs, error bodies) and every error message is
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import FAILED, HAPPY
-from tests.support import eventually_async, http, start_exporter
+from tests.support import eventually_async, http, run_cli, start_exporter
 
 REPO = Path(__file__).resolve().parent.parent
 SECRETS = {
@@ -165,15 +162,10 @@ async def test_no_secret_reaches_logs_pages_metrics_or_error_messages(
     text = await asyncio.to_thread(config.read_text)
     await asyncio.to_thread(broken.write_text, text.replace("provider: tencent_ci", "provider: x"))
     result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "exporter", "--config", str(broken), "--check-config"],
-        cwd=REPO,
-        env={**os.environ, **SECRETS},
-        capture_output=True,
-        timeout=60,
+        run_cli, "--config", str(broken), "--check-config", env=SECRETS
     )
     assert result.returncode == 2
-    seen += [result.stdout, result.stderr]
+    seen += [result.stdout.encode(), result.stderr.encode()]
     everything = b"\n".join(seen)
     assert len(everything) > 10_000  # really something to search
     for name, value in SECRETS.items():

@@ -21,6 +21,7 @@ from exporter.config import load_settings
 from exporter.sharding import Shard, ShardError, resolve_shard, shard_of
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
+from tests.support import run_cli
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -82,13 +83,7 @@ def test_the_cli_refuses_a_bad_shard_in_one_line() -> None:
         (["--shard", "3", "--total-shards", "3"], "shard: 3 is outside 0..2"),
         (["--shard", "auto", "--total-shards", "3"], "pod name ending in -N"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", "--check-config", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        result = run_cli("--check-config", *args, environ=env)
         assert result.returncode == 2
         assert message in result.stderr
         assert "Traceback" not in result.stderr

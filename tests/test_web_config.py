@@ -13,8 +13,6 @@ import http.client
 import ipaddress
 import os
 import ssl
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -37,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from exporter.app import create_app
 from exporter.config import ConfigError, load_settings
 from exporter.webconfig import BASIC_AUTH, REALM, WebConfig, basic_credentials, load_web_config
-from tests.support import eventually_async, start_exporter
+from tests.support import eventually_async, run_cli, start_exporter
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 USER, PASSWORD = "prometheus", "s3cret-scrape-password"
@@ -210,16 +208,6 @@ def _get(
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # --- TLS and basic auth, end to end -------------------------------------------------------------
@@ -451,7 +439,7 @@ def test_a_bad_web_config_exits_2_with_one_readable_line(
     path = tmp_path / "web.yml"
     path.write_text(body.format(**values))
     # A real start, not --check-config: the server must refuse before it listens.
-    result = _run("--demo", "--listen", "127.0.0.1:0", "--web.config.file", str(path))
+    result = run_cli("--demo", "--listen", "127.0.0.1:0", "--web.config.file", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -468,7 +456,7 @@ def test_check_config_also_checks_the_web_config_and_names_every_problem(
     path.write_text(
         "basic_auth_users:\n  alice: nope\n  bob: nope\ntls_server_config:\n  key_file: k\n"
     )
-    result = _run("--check-config", "--web.config.file", str(path))
+    result = run_cli("--check-config", "--web.config.file", str(path))
     assert result.returncode == 2
     hint = (
         "(want $2a$, $2b$ or $2y$ with cost 04-31, "
@@ -484,14 +472,7 @@ def test_check_config_also_checks_the_web_config_and_names_every_problem(
 def test_the_web_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users:\n  alice: nope\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--check-config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "CLOUDJOB_WEB_CONFIG_FILE": str(path)},
-    )
+    result = run_cli("--check-config", env={"CLOUDJOB_WEB_CONFIG_FILE": str(path)})
     assert result.returncode == 2
     assert "basic_auth_users.alice: not a bcrypt hash" in result.stderr
 

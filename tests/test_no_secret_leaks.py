@@ -20,7 +20,6 @@ from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import FAILED, HAPPY
 from tests.support import eventually_async, http, run_cli, start_exporter
 
-REPO = Path(__file__).resolve().parent.parent
 SECRETS = {
     "HW_AK": "AKHWLEAK0000000000CANARY1",
     "HW_SK": "hw-sk-canary-5b1f9e0d7c",

@@ -26,7 +26,6 @@ from tests.conftest import job_with_every_field_set
 from tests.support import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
-REPO = DATA.parent.parent
 
 
 async def _load(path: Path) -> Loaded:

@@ -38,6 +38,20 @@ Labels = frozenset[tuple[str, str]]
 # --- waiting -----------------------------------------------------------------------------------
 
 
+class _Patience:
+    """The deadline and the last answer, shared by `eventually` and `eventually_async`."""
+
+    def __init__(self, within: float, what: str) -> None:
+        self.within, self.what = within, what
+        self.deadline = time.monotonic() + within
+        self.last: object = None
+
+    def check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            last = self.last[-3000:] if isinstance(self.last, str) else repr(self.last)
+            raise AssertionError(f"{self.what}: not within {self.within} s (last: {last})")
+
+
 def eventually(
     check: Callable[[], T],
     *,
@@ -51,18 +65,15 @@ def eventually(
     `within` is a hang guard, not an assertion on speed: it should be generous. Exceptions of
     the `ignoring` types (say, connection refused while a server starts) count as "not yet".
     """
-    deadline = time.monotonic() + within
+    patience = _Patience(within, what)
     while True:
-        last: Exception | None = None
         try:
-            result = check()
-        except ignoring as exc:
-            last = exc
-        else:
-            if result:
+            if result := check():
                 return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within} s (last: {last or result!r})")
+            patience.last = result
+        except ignoring as exc:
+            patience.last = exc
+        patience.check_deadline()
         time.sleep(interval)
 
 
@@ -75,21 +86,17 @@ async def eventually_async(
     ignoring: tuple[type[Exception], ...] = (),
 ) -> T:
     """`eventually` on a running event loop; `check` may be a plain or a coroutine function."""
-    deadline = time.monotonic() + within
+    patience = _Patience(within, what)
     while True:
-        last: Exception | None = None
-        result: T | None = None
         try:
             outcome = check()
-            result = await outcome if inspect.isawaitable(outcome) else outcome  # type: ignore[assignment]
-        except ignoring as exc:
-            last = exc
-        else:
+            result = await outcome if inspect.isawaitable(outcome) else outcome
             if result:
                 return result
-        if time.monotonic() > deadline:
-            shown = last or (result[-3000:] if isinstance(result, str) else repr(result))
-            raise AssertionError(f"{what}: not within {within} s (last: {shown})")
+            patience.last = result
+        except ignoring as exc:
+            patience.last = exc
+        patience.check_deadline()
         await asyncio.sleep(interval)
 
 

@@ -123,6 +123,15 @@ def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], ExporterProcess]]:
 
 
 @pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests honours proxy variables; loopback must never go through one."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
 async def five_job_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     """A MetaStudio simulator with jobs job-0..job-4 on loopback, and its URL."""
     sim = MetaStudioSimulator(

@@ -131,15 +131,6 @@ async def get_xml(
 
 
 @pytest.fixture
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests honours proxy variables; loopback must never go through one."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture
 async def live(no_proxy: None) -> AsyncIterator[tuple[TencentCISimulator, str]]:
     """A simulator on a real port, its clock pinned near now: the SDK signs with the real time."""
     clock = FakeClock(float(int(time.time())))

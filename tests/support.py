@@ -33,6 +33,8 @@ from dashboards.ports import served_at
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 Labels = frozenset[tuple[str, str]]
+# pytest-aiohttp's `aiohttp_server` fixture: an app in, a started TestServer out.
+ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 # --- waiting -----------------------------------------------------------------------------------

@@ -30,9 +30,8 @@ from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.simulator.tencent_ci import SEED_SAMPLE_BODY, TencentCISimulator, xml_bomb_body
 from exporter.simulator.tencent_scripts import STUCK
-from tests.support import eventually_async, value
+from tests.support import ServerFactory, eventually_async, value
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 Job = tuple[str, str]  # (account, job id)
 
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,9 +18,8 @@ from exporter.logs import JsonFormatter, TextFormatter
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import AUDIT_LOOP, HAPPY_PATH
 from tests.conftest import promtool_check_metrics
-from tests.support import scrape_until, value
+from tests.support import ServerFactory, scrape_until, value
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 PROJECT = "0123456789abcdef0123456789abcdef"
 # Distinctive values: if any of them shows up in an output, a secret leaked.
 AK = "AKLEAKCHECK7Q2W9E4R"

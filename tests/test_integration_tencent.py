@@ -4,7 +4,7 @@ bodies, temporary credentials and discovery."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +24,8 @@ from exporter.simulator.tencent_ci import (
 )
 from exporter.simulator.tencent_scripts import FAILED, HAPPY, STUCK
 from tests.conftest import promtool_check_metrics
-from tests.support import eventually_async, scrape_until, value
+from tests.support import ServerFactory, eventually_async, scrape_until, value
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDLEAKCHECK00000000000000000000000"
 SECRET_KEY = "tc-leak-check-key-3c1f0e9a7b"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,8 @@ from aiohttp.test_utils import TestServer
 from exporter.app import create_app
 from exporter.config import load_settings
 from exporter.simulator.metastudio import MetaStudioSimulator
-from tests.support import scrape, scrape_until
+from tests.support import ServerFactory, scrape, scrape_until
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 PROJECT = "0123456789abcdef0123456789abcdef"
 TOKEN = "api-token-7f3e9c1b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,10 @@ from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
-from tests.support import ExporterProcess, http, scrape, scrape_until, value
+from tests.support import ExporterProcess, ServerFactory, http, scrape, scrape_until, value
 from tests.test_job_api import AUTH, PROJECT, call, exporter
 from tests.test_state_and_reload import _until
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 HW_VOICE = {"account": "hw", "job_type": "VOICE_ASSESS", "provider": "huawei_metastudio"}
 JOB_0 = 'cloudjob_job_info{account="hw",job_id="job-0"'
 

@@ -6,16 +6,15 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from aiohttp.test_utils import TestServer
 
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
 from tests.support import (
     ExporterProcess,
+    ServerFactory,
     eventually_async,
     http,
     scrape,
@@ -24,7 +23,6 @@ from tests.support import (
 )
 from tests.test_job_api import AUTH, PROJECT, call, config_text, exporter, polled
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 LAST_POLL = "cloudjob_job_last_poll_timestamp_seconds"
 
 

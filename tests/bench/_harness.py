@@ -6,6 +6,7 @@ measures the scrape path before and after a rewrite of it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import os
@@ -292,29 +293,32 @@ def get_ok(
 
 def wait_until_serving(process: Process, port: int, path: str, timeout: float) -> None:
     """Until GET `path` answers 200; BenchError naming the process if it dies or never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        process.check_running()
-        try:
-            if http_get(port, path, timeout=timeout).status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise process.failure(f"did not answer GET {path} within {timeout:g} s")
-        time.sleep(0.1)
+    _wait_until(
+        process,
+        lambda: http_get(port, path, timeout=timeout).status == 200,
+        timeout,
+        f"did not answer GET {path}",
+    )
 
 
 def wait_for_port(process: Process, port: int, timeout: float) -> None:
     """Until the process accepts TCP connections on `port`."""
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    _wait_until(process, accepts, timeout, f"did not listen on 127.0.0.1:{port}")
+
+
+def _wait_until(process: Process, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `ready` (connection errors count as not yet) while the process runs."""
     deadline = time.monotonic() + timeout
     while True:
         process.check_running()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if ready():
                 return
-        except OSError:
-            pass
         if time.monotonic() > deadline:
-            raise process.failure(f"did not listen on 127.0.0.1:{port} within {timeout:g} s")
+            raise process.failure(f"{what} within {timeout:g} s")
         time.sleep(0.1)

@@ -9,8 +9,9 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -24,7 +25,15 @@ from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
-from tests.support import ExporterProcess, ServerFactory, http, scrape, scrape_until, value
+from tests.support import (
+    ExporterProcess,
+    ServerFactory,
+    eventually_async,
+    http,
+    scrape,
+    scrape_until,
+    value,
+)
 from tests.test_job_api import AUTH, PROJECT, call, exporter
 from tests.test_state_and_reload import _until
 
@@ -56,6 +65,25 @@ async def forgotten_after_failing(server: TestServer) -> str:
     return await scrape_until(server, lambda t: JOB_0 not in t)
 
 
+async def polls_of(get: Callable[[str], Awaitable[tuple[int, Any]]], job_id: str) -> int:
+    status, doc = await get(f"/api/v1/jobs/hw/{job_id}")
+    assert status == 200, doc
+    return int(doc["poll"]["polls_total"])
+
+
+async def rounds_pass(
+    get: Callable[[str], Awaitable[tuple[int, Any]]], rounds: int, witness: str = "job-1"
+) -> None:
+    """Until `witness`, polled every interval, has been polled `rounds` more times: time in
+    which a job that came back would have been polled too. `get` GETs an API path."""
+    until = await polls_of(get, witness) + rounds
+
+    async def polled_enough() -> bool:
+        return await polls_of(get, witness) >= until
+
+    await eventually_async(polled_enough, what=f"{rounds} polls of {witness}")
+
+
 @pytest.fixture
 async def failing_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     sim = MetaStudioSimulator(project_id=PROJECT, credentials={"ak": "sk"})
@@ -72,13 +100,14 @@ async def failing_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
 async def test_a_forgotten_config_job_is_not_brought_back_by_a_reload_nor_counted_again(
     failing_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
+    text = forgetting_config(failing_cloud[1], "job-0 job-1")
+    server = await exporter(aiohttp_server, tmp_path, text)
     text = await forgotten_after_failing(server)
     counted = (failures(text), durations(text))
     assert counted == (1, 1)
     ok, problems = await server.app[RUNTIME].reload("test")
     assert (ok, problems) == (True, [])
-    await asyncio.sleep(1.0)  # five poll intervals: a revived job would be polled and counted
+    await rounds_pass(lambda path: call(server, "GET", path), 5)
     text = await scrape(server)
     assert JOB_0 not in text
     assert (failures(text), durations(text)) == counted
@@ -206,7 +235,7 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
             at = value(scraped(instance), RELOADED_AT)
             reloaded()
             await _until(lambda: value(scraped(instance), RELOADED_AT) != at)
-        await asyncio.sleep(1.5)  # seven poll intervals: a revived job would be counted again
+        await rounds_pass(lambda path: asyncio.to_thread(http, "GET", instance.url + path), 7)
         after = scraped(instance)
         assert JOB_0 not in after
         assert 'cloudjob_job_info{account="hw",job_id="job-1"' in after  # still polling
@@ -258,11 +287,13 @@ async def test_forgetting_a_config_job_is_logged_once_with_a_hint(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
+    server = await exporter(
+        aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], "job-0 job-1")
+    )
     await forgotten_after_failing(server)
     for _ in range(3):
         assert (await server.app[RUNTIME].reload("test"))[0]
-    await asyncio.sleep(0.5)
+    await rounds_pass(lambda path: call(server, "GET", path), 3)
     forgotten = [r for r in caplog.records if r.getMessage() == "job_forgotten"]
     assert len(forgotten) == 1
     assert "remove it from `jobs`" in forgotten[0].hint  # type: ignore[attr-defined]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +67,19 @@ async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a
         return check
 
     await _until(failed_once(first))
-    await asyncio.sleep(2.5)  # one persist interval
+
+    def failure_on_disk() -> bool:
+        uri = f"file:{tmp_path / 'state.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            query = "SELECT failures FROM jobs WHERE account = 'hw' AND job_id = 'job-0'"
+            return db.execute(query).fetchone() == (1,)
+
+    # The periodic write has the failure; nothing after the SIGKILL will write it.
+    await eventually_async(
+        lambda: asyncio.to_thread(failure_on_disk),
+        ignoring=(sqlite3.Error,),
+        what="the failure in the state file",
+    )
     first.kill()
     # While the exporter is down the cloud stops answering: whatever the restarted exporter
     # knows about job-0's state, it knows from the state file.

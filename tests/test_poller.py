@@ -1,4 +1,6 @@
-"""Poller behaviour with a scripted provider and an injected clock: no test here sleeps for real."""
+"""Poller behaviour with a scripted provider and an injected clock: no test here sleeps a fixed
+time. Only the cancellation test runs on the real clock, as the race it guards against needs
+real timer expiries."""
 
 from __future__ import annotations
 

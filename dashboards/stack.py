@@ -11,7 +11,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,24 +18,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dashboards.ports import AddressInUseError, lost_the_port, served_at, start_on_a_free_port
 from dashboards.rules import rules_text
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -64,9 +58,27 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _write_configs(
-    stack: Stack, *, scrape_interval: str, for_override: str | None, webhook_url: str | None
+def _write_alertmanager_config(stack: Stack, webhook_url: str | None) -> None:
+    receiver: dict[str, Any] = {"name": "default"}
+    if webhook_url:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    alertmanager = {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "account", "job_id"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [receiver],
+    }
+    (stack.workdir / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager, sort_keys=False))
+
+
+def _write_prometheus_config(
+    stack: Stack, *, scrape_interval: str, for_override: str | None
 ) -> None:
+    """Needs the exporter's and Alertmanager's ports: written once both listen."""
     (stack.workdir / "rules.yaml").write_text(rules_text(for_override))
     prometheus: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
@@ -84,20 +96,6 @@ def _write_configs(
         ],
     }
     (stack.workdir / "prometheus.yml").write_text(yaml.safe_dump(prometheus, sort_keys=False))
-    receiver: dict[str, Any] = {"name": "default"}
-    if webhook_url:
-        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
-    alertmanager = {
-        "route": {
-            "receiver": "default",
-            "group_by": ["alertname", "account", "job_id"],
-            "group_wait": "1s",
-            "group_interval": "5s",
-            "repeat_interval": "1h",
-        },
-        "receivers": [receiver],
-    }
-    (stack.workdir / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager, sort_keys=False))
 
 
 def _spawn(stack: Stack, name: str, argv: Sequence[str], cwd: Path | None = None) -> None:
@@ -127,6 +125,45 @@ def _wait_ready(stack: Stack, name: str, url: str, timeout: float) -> None:
     )
 
 
+def _start_exporter(stack: Stack, python: str, port: int | None, timeout: float) -> int:
+    """The demo exporter; on port 0 unless told one, reading back the port it bound."""
+    listen = f"127.0.0.1:{port or 0}"
+    # From the checkout, so `-m exporter` is this tree's code even when it is not installed.
+    _spawn(stack, "exporter", [python, "-m", "exporter", "--demo", "--listen", listen], cwd=REPO)
+    deadline = time.monotonic() + timeout
+    while not (found := served_at(stack.log("exporter"))):
+        process = stack.processes["exporter"]
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"exporter did not start:\n{stack.log('exporter')[-2000:]}")
+        time.sleep(0.1)
+    return found[1]
+
+
+def _start_listening(
+    stack: Stack,
+    name: str,
+    argv: Callable[[int], list[str]],
+    ready_path: str,
+    *,
+    port: int | None,
+    timeout: float,
+) -> int:
+    """A program that takes its port as an argument: on `port`, or on a free one, started
+    again on another if it loses the port to someone else before binding it."""
+
+    def start(port: int) -> int:
+        _spawn(stack, name, argv(port))
+        try:
+            _wait_ready(stack, name, f"http://127.0.0.1:{port}{ready_path}", timeout)
+        except RuntimeError:
+            if stack.processes[name].poll() is not None and lost_the_port(stack.log(name)):
+                raise AddressInUseError(name) from None
+            raise
+        return port
+
+    return start(port) if port is not None else start_on_a_free_port(start)
+
+
 def start_stack(
     workdir: Path,
     *,
@@ -136,51 +173,49 @@ def start_stack(
     webhook_url: str | None = None,
     python: str = sys.executable,
 ) -> Stack:
-    """Start exporter (demo), Alertmanager and Prometheus, each waited for until ready."""
+    """Start exporter (demo), Alertmanager and Prometheus, each waited for until ready; on the
+    given ports, or else on free ones."""
     for binary in (PROMETHEUS, ALERTMANAGER):
         if not Path(binary).exists():
             raise RuntimeError(
                 f"{binary} is missing: apt-get install prometheus prometheus-alertmanager"
             )
-    exporter_port, prometheus_port, alertmanager_port = ports or (
-        free_port(),
-        free_port(),
-        free_port(),
-    )
-    stack = Stack(workdir, exporter_port, prometheus_port, alertmanager_port)
-    _write_configs(
-        stack, scrape_interval=scrape_interval, for_override=for_override, webhook_url=webhook_url
-    )
+    wanted: tuple[int | None, ...] = ports or (None, None, None)
+    stack = Stack(workdir, 0, 0, 0)
+    _write_alertmanager_config(stack, webhook_url)
     try:
-        # From the checkout, so `-m exporter` is this tree's code even when it is not installed.
-        exporter = [python, "-m", "exporter", "--demo", "--listen", f"127.0.0.1:{exporter_port}"]
-        _spawn(stack, "exporter", exporter, cwd=REPO)
-        _spawn(
+        stack.exporter_port = _start_exporter(stack, python, wanted[0], 30)
+        stack.alertmanager_port = _start_listening(
             stack,
             "alertmanager",
-            [
+            lambda port: [
                 ALERTMANAGER,
                 f"--config.file={workdir / 'alertmanager.yml'}",
                 f"--storage.path={workdir / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address=",
             ],
+            "/-/ready",
+            port=wanted[2],
+            timeout=30,
         )
-        _spawn(
+        _write_prometheus_config(stack, scrape_interval=scrape_interval, for_override=for_override)
+        stack.prometheus_port = _start_listening(
             stack,
             "prometheus",
-            [
+            lambda port: [
                 PROMETHEUS,
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 # Without it the first notification of an alert can wait a whole minute.
                 "--rules.alert.resend-delay=1s",
             ],
+            "/-/ready",
+            port=wanted[1],
+            timeout=60,
         )
         _wait_ready(stack, "exporter", f"{stack.exporter_url}/healthz", 30)
-        _wait_ready(stack, "alertmanager", f"{stack.alertmanager_url}/-/ready", 30)
-        _wait_ready(stack, "prometheus", f"{stack.prometheus_url}/-/ready", 60)
     except BaseException:
         stop_stack(stack)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,6 +221,14 @@ def serve(
         },
     )
     try:
+        # Port 0 asks the kernel for a free port; bind here so the line below can name it.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, 0), family=family) if port == 0 else None
+    except OSError as exc:
+        return _fail([f"cannot listen on {settings.listen}: {exc.strerror or exc}"])
+    if sock is not None:
+        port = sock.getsockname()[1]
+    try:
         web.run_app(
             create_app(
                 settings,
@@ -229,8 +238,9 @@ def serve(
                 config_path=config_path,
                 web_config=web_config,
             ),
-            host=host,
-            port=port,
+            host=None if sock else host,
+            port=None if sock else port,
+            sock=sock,
             ssl_context=ssl_context,
             shutdown_timeout=3.0,
             loop=loop,

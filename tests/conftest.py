@@ -7,7 +7,6 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,9 +15,8 @@ from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.states import HUAWEI_TABLE
 from exporter.store import JobKey, JobState, PollError
-
-if TYPE_CHECKING:
-    from tests.test_state_and_reload import Exporter
+from tests.support import ExporterProcess, eventually, http, start_exporter
+from tests.test_job_api import TOKEN
 
 
 def promtool_check_metrics(exposition: bytes) -> str:
@@ -98,22 +96,39 @@ def job_with_every_field_set() -> JobState:
 
 
 @pytest.fixture
-def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
-    """Start the real exporter as a process on a config text; stopped after the test."""
-    from tests.test_state_and_reload import Exporter, _free_port
+def run_exporter(tmp_path: Path) -> Iterator[Callable[[str], ExporterProcess]]:
+    """Start the real exporter as a process on a config text, ready; stopped after the test."""
+    started: list[ExporterProcess] = []
 
-    started: list[Exporter] = []
-
-    def start(text: str) -> Exporter:
+    def start(text: str) -> ExporterProcess:
         config = tmp_path / "config.yaml"
         config.write_text(text)
-        instance = Exporter(config, _free_port())
+        instance = start_exporter(
+            "--config",
+            str(config),
+            log=tmp_path / f"exporter-{len(started)}.log",
+            env={"CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk", "T_API": TOKEN},
+        )
         started.append(instance)
+        eventually(
+            lambda: http("GET", instance.url + "/readyz")[0] == 200,
+            within=20,
+            what="the exporter is ready",
+        )
         return instance
 
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests honours proxy variables; loopback must never go through one."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,23 +14,7 @@ import exporter.__main__ as cli
 from exporter.__main__ import parse_args
 from exporter.config import Settings
 from tests.conftest import promtool_check_metrics
-
-
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import eventually, run_cli, start_exporter
 
 
 def test_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path: Path) -> None:
@@ -43,7 +23,7 @@ def test_a_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_pat
         "accounts:\n  hw:\n    provider: x\n    region: r\n    project_id: p\n"
         "jobs:\n  - {account: hw, id: j, colour: red}\n"
     )
-    result = _run("--config", str(path), "--check-config")
+    result = run_cli("--config", str(path), "--check-config")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -60,17 +40,10 @@ def test_check_config_names_missing_credentials_and_passes_when_they_are_set(
         "jobs:\n  - {account: hw, id: j}\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in {"CLOUD_SDK_AK", "CLOUD_SDK_SK"}}
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config", str(path), "--check-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("--config", str(path), "--check-config", environ=env)
     assert result.returncode == 2
     assert "accounts.hw.auth.ak_env: environment variable CLOUD_SDK_AK is not set" in result.stderr
-    result = _run(
+    result = run_cli(
         "--config",
         str(path),
         "--check-config",
@@ -84,76 +57,55 @@ def test_check_config_names_missing_credentials_and_passes_when_they_are_set(
 def test_config_path_comes_from_cloudjob_config_too(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("poll_interval: never\n")
-    result = _run("--check-config", env={"CLOUDJOB_CONFIG": str(path)})
+    result = run_cli("--check-config", env={"CLOUDJOB_CONFIG": str(path)})
     assert result.returncode == 2
     assert "poll_interval: not a duration" in result.stderr
 
 
 def test_a_missing_config_file_is_one_line() -> None:
-    result = _run("--config", "/nonexistent/config.yaml")
+    result = run_cli("--config", "/nonexistent/config.yaml")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "cannot read" in result.stderr
 
 
 def test_a_bad_flag_value_is_refused_by_argparse() -> None:
-    result = _run("--log-format", "xml")
+    result = run_cli("--log-format", "xml")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 
 
+def _huawei_series(url: str) -> bytes:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return body if b'cloudjob_job_state{account="demo-huawei"' in body else b""
+
+
 @pytest.mark.parametrize(("event_loop", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
-def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm(
-    event_loop: str, expected: str
+def test_demo_serves_huawei_series_and_exits_0_on_sigterm(
+    event_loop: str, expected: str, tmp_path: Path
 ) -> None:
     """On either loop: uvloop (a dependency, so `auto` picks it) and asyncio's own."""
-    port = _free_port()
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--demo",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            "--event-loop",
-            event_loop,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    exporter = start_exporter(
+        *("--demo", "--log-format", "json", "--event-loop", event_loop),
+        log=tmp_path / "exporter.log",
     )
     try:
-        body = b""
-        while time.monotonic() - started < 10:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    body = r.read()
-                if b'cloudjob_job_state{account="demo-huawei"' in body:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert b'provider="huawei_metastudio"' in body, "no huawei_metastudio series in 10 s"
+        body = eventually(
+            lambda: _huawei_series(exporter.url), within=30, what="huawei_metastudio series"
+        )
+        assert b'provider="huawei_metastudio"' in body
         assert b"cloudjob_job_state{" in body
         promtool_check_metrics(body)
-        process.send_signal(signal.SIGTERM)
-        stop = time.monotonic()
-        stdout, stderr = process.communicate(timeout=10)
-        assert time.monotonic() - stop < 5
-        assert process.returncode == 0, stderr
-        assert f"http://127.0.0.1:{port}/metrics" in stdout
-        events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-        assert any(e["event"] == "demo_started" for e in events)
-        assert [e["event_loop"] for e in events if e["event"] == "starting"] == [expected]
-        assert "Traceback" not in stderr
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        code = exporter.stop(timeout=15)  # a hang guard, not a speed requirement
+    stderr = exporter.log_text()
+    assert code == 0, stderr
+    assert f"http://127.0.0.1:{exporter.port}/metrics" in exporter.line
+    events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "demo_started" for e in events)
+    assert [e["event_loop"] for e in events if e["event"] == "starting"] == [expected]
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize(
@@ -162,7 +114,7 @@ def test_demo_serves_huawei_series_within_ten_seconds_and_stops_on_sigterm(
 def test_an_unknown_event_loop_is_one_line_naming_the_flag(
     args: list[str], env: dict[str, str]
 ) -> None:
-    result = _run("--demo", "--check-config", *args, env=env)
+    result = run_cli("--demo", "--check-config", *args, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "cloudjob-exporter: --event-loop 'trio': choose one of auto, uvloop, asyncio"
@@ -174,7 +126,7 @@ def test_without_uvloop_auto_falls_back_and_asking_for_it_is_one_line(tmp_path: 
     (tmp_path / "uvloop").mkdir()
     (tmp_path / "uvloop" / "__init__.py").write_text("raise ImportError('not here')\n")
     env = {"PYTHONPATH": str(tmp_path)}
-    result = _run("--event-loop", "uvloop", "--demo", "--listen", "127.0.0.1:1", env=env)
+    result = run_cli("--event-loop", "uvloop", "--demo", "--listen", "127.0.0.1:1", env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "cloudjob-exporter: --event-loop uvloop: uvloop is not installed (pip install uvloop)"
@@ -185,7 +137,7 @@ def test_without_uvloop_auto_falls_back_and_asking_for_it_is_one_line(tmp_path: 
     with busy:
         # auto gets past choosing a loop (to fail on the busy port, which ends the run).
         port = busy.getsockname()[1]
-        result = _run("--demo", "--listen", f"127.0.0.1:{port}", "--log-format", "json", env=env)
+        result = run_cli("--demo", "--listen", f"127.0.0.1:{port}", "--log-format", "json", env=env)
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr
     starting = [orjson.loads(line) for line in result.stderr.splitlines() if '"starting"' in line]
@@ -197,7 +149,7 @@ def test_a_busy_port_is_a_clean_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = _run("--demo", "--listen", f"127.0.0.1:{port}")
+        result = run_cli("--demo", "--listen", f"127.0.0.1:{port}")
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr
     assert "Traceback" not in result.stderr
@@ -205,13 +157,13 @@ def test_a_busy_port_is_a_clean_error() -> None:
 
 @pytest.mark.parametrize("flag", ["--version", "--help"])
 def test_version_and_help(flag: str) -> None:
-    result = _run(flag)
+    result = run_cli(flag)
     assert result.returncode == 0
     assert "cloudjob-exporter" in result.stdout
 
 
 def test_a_complex_environment_override_that_is_not_json_is_one_line() -> None:
-    result = _run("--check-config", env={"CLOUDJOB_ACCOUNTS": "notjson"})
+    result = run_cli("--check-config", env={"CLOUDJOB_ACCOUNTS": "notjson"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert 'environment: error parsing value for field "accounts"' in result.stderr

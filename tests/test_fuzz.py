@@ -16,11 +16,25 @@ from exporter.model import JobSnapshot, ResponseParseError
 from exporter.providers.huawei_metastudio import parse_short_job
 from exporter.providers.tencent_ci import parse_response
 
-json_values = st.recursive(
+
+def nested(
+    leaves: st.SearchStrategy[Any], *, width: int, key_size: int, max_leaves: int
+) -> st.SearchStrategy[Any]:
+    """`leaves`, and lists and string-keyed dicts of them, nested: any JSON or YAML value."""
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=width)
+            | st.dictionaries(st.text(max_size=key_size), children, max_size=width)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+json_values = nested(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    width=4,
+    key_size=10,
     max_leaves=20,
 )
 # Bodies shaped like ShowShortJob answers, with any value anywhere.
@@ -141,11 +155,10 @@ def _problems(path: Path) -> list[str]:
     return problems
 
 
-config_values = st.recursive(
+config_values = nested(
     st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    width=3,
+    key_size=8,
     max_leaves=15,
 )
 config_documents = st.fixed_dictionaries(

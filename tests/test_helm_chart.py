@@ -17,14 +17,11 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
-import time
-import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +36,7 @@ import yaml
 
 from exporter import __version__
 from exporter.config import Settings
+from tests.support import run_cli, start_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "cloudjob-exporter"
@@ -793,26 +791,11 @@ def test_the_exporter_accepts_the_rendered_config_and_arguments(
     )
     if value_set == "everything":  # what the existing Secret would hold
         env.update({"TENCENTCLOUD_SECRET_ID": "id", "TENCENTCLOUD_SECRET_KEY": "key"})
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", *args, "--check-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(*args, "--check-config", environ=env)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(one(docs, "ConfigMap", FULLNAME)["data"]["config.yaml"])
     jobs, accounts = len(config.get("jobs", [])), len(config.get("accounts", {}))
     assert f": ok ({accounts} accounts, {jobs} jobs)" in result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _test_pod_script(docs: list[Doc]) -> list[str]:
@@ -826,26 +809,12 @@ def test_the_helm_test_pod_passes_against_a_running_exporter(helm: Helm, tmp_pat
     docs = render(helm)
     (container,) = one(docs, "Pod")["spec"]["containers"]
     assert container["env"] == [{"name": "EXPORTER_URL", "value": f"http://{FULLNAME}:9871"}]
-    port = _free_port()
     args = _container_args(docs, _rendered_config(docs, tmp_path))
-    args[args.index("--listen") + 1] = f"127.0.0.1:{port}"
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "exporter", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
+    listen = args.index("--listen")
+    del args[listen : listen + 2]  # the exporter picks a free port instead of the pod's
+    exporter = start_exporter(*args, log=tmp_path / "exporter.log")
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert exporter.poll() is None, exporter.stderr.read() if exporter.stderr else ""
-                assert time.monotonic() < deadline, "the exporter did not start"
-                time.sleep(0.1)
+        url = exporter.url
         result = subprocess.run(
             _test_pod_script(docs),
             env={**os.environ, "EXPORTER_URL": url},
@@ -857,10 +826,7 @@ def test_the_helm_test_pod_passes_against_a_running_exporter(helm: Helm, tmp_pat
         assert result.returncode == 0, result.stdout + result.stderr
         assert "/metrics: ok" in result.stdout
     finally:
-        exporter.terminate()
-        exporter.wait(timeout=10)
-        if exporter.stderr:
-            exporter.stderr.close()
+        exporter.stop()
 
 
 class _NotAnExporter(http.server.BaseHTTPRequestHandler):

@@ -29,10 +29,10 @@ from exporter.providers.base import MAX_BODY_BYTES
 from exporter.providers.huawei_metastudio import HuaweiMetaStudio, parse_short_job
 from exporter.signing import huawei
 from exporter.states import HUAWEI_STATES, HUAWEI_TABLE, phase_by_rule
+from tests.support import ServerFactory
 
 JOB = "26f06524-4f75-4b3a-a853-b649a21aaf66"
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
-ServerFactory = Callable[..., Awaitable[TestServer]]
 
 DOCUMENTED_BODY: dict[str, Any] = {
     "job_type": "VOICE_ASSESS",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,8 +18,8 @@ from exporter.logs import JsonFormatter, TextFormatter
 from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import AUDIT_LOOP, HAPPY_PATH
 from tests.conftest import promtool_check_metrics
+from tests.support import ServerFactory, scrape_until, value
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 PROJECT = "0123456789abcdef0123456789abcdef"
 # Distinctive values: if any of them shows up in an output, a secret leaked.
 AK = "AKLEAKCHECK7Q2W9E4R"
@@ -97,34 +96,8 @@ async def _get(
         return response.status, dict(response.headers), await response.read()
 
 
-async def _metrics(server: TestServer) -> str:
-    status, _, body = await _get(server, "/metrics")
-    assert status == 200
-    return body.decode()
-
-
-def _value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-async def _wait_for(server: TestServer, predicate: Callable[[str], bool], within: float = 8) -> str:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        text = await _metrics(server)
-        if predicate(text):
-            return text
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met; last scrape:\n" + text[-3000:])
-        await asyncio.sleep(0.1)
-
-
 def _polled(text: str, account: str, job_id: str) -> bool:
-    return (
-        _value(text, "cloudjob_job_last_poll_success", account=account, job_id=job_id) is not None
-    )
+    return value(text, "cloudjob_job_last_poll_success", account=account, job_id=job_id) is not None
 
 
 ALL = [
@@ -139,42 +112,37 @@ ALL = [
 async def test_jobs_are_polled_and_failing_ones_do_not_stop_the_others(
     exporter: TestServer, cloud: Cloud
 ) -> None:
-    text = await _wait_for(exporter, lambda t: all(_polled(t, a, j) for a, j in ALL))
+    text = await scrape_until(exporter, lambda t: all(_polled(t, a, j) for a, j in ALL))
     promtool_check_metrics(text.encode())
-    assert _value(text, "cloudjob_job_last_poll_success", account="hw", job_id="ok-1") == 1
-    assert _value(text, "cloudjob_job_state", job_id="ok-1", account="hw", state="CREATING") == 1
-    assert _value(text, "cloudjob_job_phase", job_id="ok-1", account="hw", phase="pending") == 1
+    assert value(text, "cloudjob_job_last_poll_success", account="hw", job_id="ok-1") == 1
+    assert value(text, "cloudjob_job_state", job_id="ok-1", account="hw", state="CREATING") == 1
+    assert value(text, "cloudjob_job_phase", job_id="ok-1", account="hw", phase="pending") == 1
     assert (
-        _value(text, "cloudjob_job_info", job_id="ok-1", team="voice", job_type="VOICE_ASSESS") == 1
+        value(text, "cloudjob_job_info", job_id="ok-1", team="voice", job_type="VOICE_ASSESS") == 1
     )
-    assert _value(text, "cloudjob_job_last_poll_success", account="hw", job_id="no-such-job") == 0
-    assert (
-        _value(text, "cloudjob_job_last_poll_success", account="hw-wrong-key", job_id="ok-1") == 0
-    )
-    assert _value(text, "cloudjob_poll_errors_total", account="hw", reason="not_found") is not None
-    assert _value(text, "cloudjob_poll_errors_total", account="hw-wrong-key", reason="auth")
-    assert _value(text, "cloudjob_api_requests_total", account="hw-wrong-key", status="401")
+    assert value(text, "cloudjob_job_last_poll_success", account="hw", job_id="no-such-job") == 0
+    assert value(text, "cloudjob_job_last_poll_success", account="hw-wrong-key", job_id="ok-1") == 0
+    assert value(text, "cloudjob_poll_errors_total", account="hw", reason="not_found") is not None
+    assert value(text, "cloudjob_poll_errors_total", account="hw-wrong-key", reason="auth")
+    assert value(text, "cloudjob_api_requests_total", account="hw-wrong-key", status="401")
 
     # A job starts failing (5xx): it shows 0 and keeps its last state, the others keep updating.
     cloud.sim.set_override("flaky", status=500, body={"error_code": "MSS.99", "error_msg": "boom"})
-    text = await _wait_for(
+    text = await scrape_until(
         exporter,
-        lambda t: _value(t, "cloudjob_job_last_poll_success", account="hw", job_id="flaky") == 0,
+        lambda t: value(t, "cloudjob_job_last_poll_success", account="hw", job_id="flaky") == 0,
     )
-    assert _value(text, "cloudjob_job_state", job_id="flaky", account="hw", state="CREATING") == 1
-    before = _value(text, "cloudjob_job_last_poll_timestamp_seconds", account="hw", job_id="ok-2")
+    assert value(text, "cloudjob_job_state", job_id="flaky", account="hw", state="CREATING") == 1
+    before = value(text, "cloudjob_job_last_poll_timestamp_seconds", account="hw", job_id="ok-2")
     assert before is not None
-    text = await _wait_for(
+    text = await scrape_until(
         exporter,
         lambda t: (
-            (
-                _value(t, "cloudjob_job_last_poll_timestamp_seconds", account="hw", job_id="ok-2")
-                or 0
-            )
+            (value(t, "cloudjob_job_last_poll_timestamp_seconds", account="hw", job_id="ok-2") or 0)
             > before
         ),
     )
-    assert _value(text, "cloudjob_job_last_poll_success", account="hw", job_id="ok-2") == 1
+    assert value(text, "cloudjob_job_last_poll_success", account="hw", job_id="ok-2") == 1
     _, _, body = await _get(exporter, "/api/v1/jobs")
     flaky = next(j for j in orjson.loads(body)["jobs"] if j["job_id"] == "flaky")
     assert flaky["poll"]["error"]["code"] == "MSS.99"
@@ -182,9 +150,9 @@ async def test_jobs_are_polled_and_failing_ones_do_not_stop_the_others(
 
     # ... and recovers when the cloud does.
     cloud.sim.clear_override("flaky")
-    await _wait_for(
+    await scrape_until(
         exporter,
-        lambda t: _value(t, "cloudjob_job_last_poll_success", account="hw", job_id="flaky") == 1,
+        lambda t: value(t, "cloudjob_job_last_poll_success", account="hw", job_id="flaky") == 1,
     )
 
 
@@ -192,38 +160,38 @@ async def test_state_changes_and_failures_show_up_as_the_cloud_moves(
     exporter: TestServer, cloud: Cloud
 ) -> None:
     cloud.sim.set_override("ok-1", state="AUDIT_FAILED")
-    text = await _wait_for(
+    text = await scrape_until(
         exporter,
         lambda t: (
-            _value(t, "cloudjob_job_state", job_id="ok-1", account="hw", state="AUDIT_FAILED") == 1
+            value(t, "cloudjob_job_state", job_id="ok-1", account="hw", state="AUDIT_FAILED") == 1
         ),
     )
-    assert _value(text, "cloudjob_job_phase", job_id="ok-1", account="hw", phase="failed") == 1
-    assert _value(text, "cloudjob_job_failures_total", job_id="ok-1", account="hw") == 1
-    assert _value(text, "cloudjob_job_failure_info", job_id="ok-1", account="hw") == 1
+    assert value(text, "cloudjob_job_phase", job_id="ok-1", account="hw", phase="failed") == 1
+    assert value(text, "cloudjob_job_failures_total", job_id="ok-1", account="hw") == 1
+    assert value(text, "cloudjob_job_failure_info", job_id="ok-1", account="hw") == 1
     cloud.sim.set_override("ok-1", state="AUDITING")
-    await _wait_for(
+    await scrape_until(
         exporter,
         lambda t: (
-            _value(t, "cloudjob_job_state", job_id="ok-1", account="hw", state="AUDITING") == 1
+            value(t, "cloudjob_job_state", job_id="ok-1", account="hw", state="AUDITING") == 1
         ),
     )
     cloud.sim.set_override("ok-1", state="AUDIT_FAILED")
-    text = await _wait_for(
+    text = await scrape_until(
         exporter,
-        lambda t: _value(t, "cloudjob_job_failures_total", job_id="ok-1", account="hw") == 2,
+        lambda t: value(t, "cloudjob_job_failures_total", job_id="ok-1", account="hw") == 2,
     )
-    assert _value(text, "cloudjob_job_failure_info", job_id="ok-1", account="hw") == 1
+    assert value(text, "cloudjob_job_failure_info", job_id="ok-1", account="hw") == 1
 
     cloud.sim.set_override("ok-2", state="SUCCEED")
-    text = await _wait_for(
+    text = await scrape_until(
         exporter,
         lambda t: (
-            _value(t, "cloudjob_job_assessment_actual", job_id="ok-2", metric="snr") is not None
+            value(t, "cloudjob_job_assessment_actual", job_id="ok-2", metric="snr") is not None
         ),
     )
     for metric in ("speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak"):
-        assert _value(text, "cloudjob_job_assessment_status", job_id="ok-2", metric=metric) in (
+        assert value(text, "cloudjob_job_assessment_status", job_id="ok-2", metric=metric) in (
             -1,
             0,
             1,
@@ -241,7 +209,7 @@ async def test_state_changes_and_failures_show_up_as_the_cloud_moves(
 async def test_http_surface_negotiates_formats_and_leaks_no_secret(
     exporter: TestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await _wait_for(exporter, lambda t: all(_polled(t, a, j) for a, j in ALL))
+    await scrape_until(exporter, lambda t: all(_polled(t, a, j) for a, j in ALL))
     status, headers, body = await _get(
         exporter, "/metrics", raw=True, **{"Accept-Encoding": "gzip"}
     )
@@ -249,9 +217,7 @@ async def test_http_surface_negotiates_formats_and_leaks_no_secret(
     plain = gzip.decompress(body)
     assert b"cloudjob_job_state{" in plain
     # The poller and the scrape's own handler at least: the soak's leak check reads this.
-    tasks = _value(
-        plain.decode().replace("_tasks ", "_tasks{} "), "cloudjob_exporter_asyncio_tasks"
-    )
+    tasks = value(plain.decode(), "cloudjob_exporter_asyncio_tasks")
     assert tasks is not None
     assert tasks >= 2
     status, headers, body = await _get(

@@ -3,9 +3,8 @@ bodies, temporary credentials and discovery."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from exporter.simulator.tencent_ci import (
 )
 from exporter.simulator.tencent_scripts import FAILED, HAPPY, STUCK
 from tests.conftest import promtool_check_metrics
+from tests.support import ServerFactory, eventually_async, scrape_until, value
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDLEAKCHECK00000000000000000000000"
 SECRET_KEY = "tc-leak-check-key-3c1f0e9a7b"
@@ -88,26 +87,8 @@ async def _get(server: TestServer, path: str) -> bytes:
         return await r.read()
 
 
-def _value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-async def _wait_for(server: TestServer, predicate: Callable[[str], bool], within: float = 8) -> str:
-    deadline = time.monotonic() + within
-    while True:
-        text = (await _get(server, "/metrics")).decode()
-        if predicate(text):
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met; last scrape:\n" + text[-3000:])
-        await asyncio.sleep(0.1)
-
-
 def _state(text: str, job: str, state: str) -> bool:
-    return _value(text, "cloudjob_job_state", job_id=job, state=state) == 1
+    return value(text, "cloudjob_job_state", job_id=job, state=state) == 1
 
 
 async def test_a_job_walks_submitted_running_success_and_metrics_follow(
@@ -117,10 +98,10 @@ async def test_a_job_walks_submitted_running_success_and_metrics_follow(
     cloud.sim.add_job("a-failing", FAILED, tag="SpeechRecognition")
     jobs = "jobs:\n  - {account: tc, id: a-happy}\n  - {account: tc, id: a-failing}\n"
     server = await _exporter(aiohttp_server, tmp_path, _config(cloud.url) + jobs)
-    text = await _wait_for(server, lambda t: _state(t, "a-happy", "Submitted"))
-    assert _value(text, "cloudjob_job_phase", job_id="a-happy", phase="pending") == 1
+    text = await scrape_until(server, lambda t: _state(t, "a-happy", "Submitted"))
+    assert value(text, "cloudjob_job_phase", job_id="a-happy", phase="pending") == 1
     assert (
-        _value(
+        value(
             text,
             "cloudjob_job_info",
             job_id="a-happy",
@@ -130,22 +111,22 @@ async def test_a_job_walks_submitted_running_success_and_metrics_follow(
         == 1
     )
     cloud.advance(30)
-    text = await _wait_for(server, lambda t: _state(t, "a-happy", "Running"))
-    assert _value(text, "cloudjob_job_started_timestamp_seconds", job_id="a-happy") is not None
+    text = await scrape_until(server, lambda t: _state(t, "a-happy", "Running"))
+    assert value(text, "cloudjob_job_started_timestamp_seconds", job_id="a-happy") is not None
     cloud.advance(130)
-    text = await _wait_for(
+    text = await scrape_until(
         server, lambda t: _state(t, "a-happy", "Success") and _state(t, "a-failing", "Failed")
     )
     promtool_check_metrics(text.encode())
-    assert _value(text, "cloudjob_job_phase", job_id="a-happy", phase="succeeded") == 1
-    assert _value(text, "cloudjob_job_finished_timestamp_seconds", job_id="a-happy") is not None
-    assert _value(text, "cloudjob_job_failures_total", job_id="a-failing") == 1
+    assert value(text, "cloudjob_job_phase", job_id="a-happy", phase="succeeded") == 1
+    assert value(text, "cloudjob_job_finished_timestamp_seconds", job_id="a-happy") is not None
+    assert value(text, "cloudjob_job_failures_total", job_id="a-failing") == 1
     assert (
-        _value(text, "cloudjob_job_failure_info", job_id="a-failing", code="AudioRecognitionFailed")
+        value(text, "cloudjob_job_failure_info", job_id="a-failing", code="AudioRecognitionFailed")
         == 1
     )
     assert (
-        _value(
+        value(
             text,
             "cloudjob_completed_job_duration_seconds_count",
             provider="tencent_ci",
@@ -190,20 +171,20 @@ async def test_a_hostile_or_missing_answer_fails_only_its_own_job(
         cloud.sim.set_override("a-bad", body=body, status=status)
     jobs = "jobs:\n  - {account: tc, id: a-good}\n  - {account: tc, id: a-bad}\n"
     server = await _exporter(aiohttp_server, tmp_path, _config(cloud.url) + jobs)
-    text = await _wait_for(
+    text = await scrape_until(
         server,
         lambda t: (
-            _value(t, "cloudjob_job_last_poll_success", job_id="a-bad") == 0
-            and _value(t, "cloudjob_job_last_poll_success", job_id="a-good") == 1
+            value(t, "cloudjob_job_last_poll_success", job_id="a-bad") == 0
+            and value(t, "cloudjob_job_last_poll_success", job_id="a-good") == 1
         ),
     )
-    assert _value(text, "cloudjob_poll_errors_total", reason=reason) is not None
-    before = _value(text, "cloudjob_job_last_poll_timestamp_seconds", job_id="a-good")
+    assert value(text, "cloudjob_poll_errors_total", reason=reason) is not None
+    before = value(text, "cloudjob_job_last_poll_timestamp_seconds", job_id="a-good")
     assert before is not None
-    await _wait_for(
+    await scrape_until(
         server,
         lambda t: (
-            (_value(t, "cloudjob_job_last_poll_timestamp_seconds", job_id="a-good") or 0) > before
+            (value(t, "cloudjob_job_last_poll_timestamp_seconds", job_id="a-good") or 0) > before
         ),
     )
     doc = orjson.loads(await _get(server, "/api/v1/jobs"))["jobs"]
@@ -223,20 +204,27 @@ async def test_media_jobs_are_polled_in_batches_with_missing_ids_reported(
     server = await _exporter(
         aiohttp_server, tmp_path, _config(cloud.url, job_api="media_jobs", batch=5) + jobs
     )
-    text = await _wait_for(
+    text = await scrape_until(
         server,
         lambda t: all(
-            _value(t, "cloudjob_job_last_poll_success", job_id=job_id) is not None for job_id in ids
+            value(t, "cloudjob_job_last_poll_success", job_id=job_id) is not None for job_id in ids
         ),
     )
     for job_id in ids[:4]:
-        assert _value(text, "cloudjob_job_last_poll_success", job_id=job_id) == 1
-    assert _value(text, "cloudjob_job_last_poll_success", job_id="a-batch-4") == 0
-    await asyncio.sleep(1.5)  # several rounds at 0.2 s
+        assert value(text, "cloudjob_job_last_poll_success", job_id=job_id) == 1
+    assert value(text, "cloudjob_job_last_poll_success", job_id="a-batch-4") == 0
+
+    async def polls_total() -> int:
+        jobs_doc = orjson.loads(await _get(server, "/api/v1/jobs"))["jobs"]
+        return sum(job["poll"]["polls_total"] for job in jobs_doc)
+
+    async def several_rounds() -> bool:
+        return await polls_total() >= 25
+
+    await eventually_async(several_rounds, what="several rounds of polls")
     text = (await _get(server, "/metrics")).decode()
-    requests = _value(text, "cloudjob_api_requests_total", account="tc", status="200")
-    jobs_doc = orjson.loads(await _get(server, "/api/v1/jobs"))["jobs"]
-    polls = sum(job["poll"]["polls_total"] for job in jobs_doc)
+    requests = value(text, "cloudjob_api_requests_total", account="tc", status="200")
+    polls = await polls_total()
     assert requests is not None
     assert polls >= 25
     # Schedules drift apart with jitter, yet jobs keep sharing requests: 3+ ids per request.
@@ -254,19 +242,19 @@ async def test_discovery_finds_unlisted_jobs_across_pages(
         " labels: {source: discovery}}\n"
     )
     server = await _exporter(aiohttp_server, tmp_path, _config(cloud.url, extra=extra))
-    text = await _wait_for(
+    text = await scrape_until(
         server,
-        lambda t: all(_value(t, "cloudjob_job_info", job_id=f"a-found-{n}") == 1 for n in range(5)),
+        lambda t: all(value(t, "cloudjob_job_info", job_id=f"a-found-{n}") == 1 for n in range(5)),
     )
-    assert _value(text, "cloudjob_job_info", job_id="a-found-0", source="discovery") == 1
-    assert _value(text, "cloudjob_job_info", job_id="a-other-queue") is None
-    assert _value(text, "cloudjob_discovery_last_success", account="tc") == 1
-    assert _value(text, "cloudjob_discovered_jobs_total", account="tc") == 5
+    assert value(text, "cloudjob_job_info", job_id="a-found-0", source="discovery") == 1
+    assert value(text, "cloudjob_job_info", job_id="a-other-queue") is None
+    assert value(text, "cloudjob_discovery_last_success", account="tc") == 1
+    assert value(text, "cloudjob_discovered_jobs_total", account="tc") == 5
     # Three pages of two: at least three list requests per run.
-    assert (_value(text, "cloudjob_api_requests_total", account="tc", status="200") or 0) >= 3
+    assert (value(text, "cloudjob_api_requests_total", account="tc", status="200") or 0) >= 3
     # A job created later is found by the next run.
     cloud.sim.add_job("a-found-late", STUCK, queue_id="q-discover")
-    await _wait_for(server, lambda t: _value(t, "cloudjob_job_info", job_id="a-found-late") == 1)
+    await scrape_until(server, lambda t: value(t, "cloudjob_job_info", job_id="a-found-late") == 1)
 
 
 async def test_a_refused_list_call_is_recorded_as_a_failed_discovery_run(
@@ -279,8 +267,8 @@ async def test_a_refused_list_call_is_recorded_as_a_failed_discovery_run(
     path.write_text(_config(cloud.url, extra=extra))
     environ = {"T_ID": SECRET_ID, "T_KEY": "wrong-key", "T_TOKEN": TOKEN}
     server = await aiohttp_server(create_app(load_settings(path), environ=environ))
-    text = await _wait_for(
-        server, lambda t: _value(t, "cloudjob_discovery_last_success", account="tc") == 0
+    text = await scrape_until(
+        server, lambda t: value(t, "cloudjob_discovery_last_success", account="tc") == 0
     )
-    assert _value(text, "cloudjob_api_requests_total", account="tc", status="403") is not None
-    assert _value(text, "cloudjob_job_info", job_id="a-found-0") is None
+    assert value(text, "cloudjob_api_requests_total", account="tc", status="403") is not None
+    assert value(text, "cloudjob_job_info", job_id="a-found-0") is None

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -24,26 +25,28 @@ from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
-from tests.test_job_api import AUTH, PROJECT, call, exporter, metrics, wait_for
-from tests.test_state_and_reload import Exporter, _http, _until
+from tests.support import (
+    ExporterProcess,
+    ServerFactory,
+    eventually_async,
+    http,
+    scrape,
+    scrape_until,
+    value,
+)
+from tests.test_job_api import AUTH, PROJECT, call, exporter
+from tests.test_state_and_reload import _until
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
-FAILURES = (
-    'cloudjob_failures_total{account="hw",code="MSS.10030004",job_type="VOICE_ASSESS",'
-    'provider="huawei_metastudio"}'
-)
-DURATIONS = (
-    'cloudjob_completed_job_duration_seconds_count{account="hw",job_type="VOICE_ASSESS",'
-    'phase="failed",provider="huawei_metastudio"}'
-)
+HW_VOICE = {"account": "hw", "job_type": "VOICE_ASSESS", "provider": "huawei_metastudio"}
 JOB_0 = 'cloudjob_job_info{account="hw",job_id="job-0"'
 
 
-def value(text: str, prefix: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+def failures(text: str) -> float | None:
+    return value(text, "cloudjob_failures_total", code="MSS.10030004", **HW_VOICE)
+
+
+def durations(text: str) -> float | None:
+    return value(text, "cloudjob_completed_job_duration_seconds_count", phase="failed", **HW_VOICE)
 
 
 def forgetting_config(url: str, jobs: str = "job-0", extra: str = "") -> str:
@@ -58,8 +61,27 @@ def forgetting_config(url: str, jobs: str = "job-0", extra: str = "") -> str:
 
 async def forgotten_after_failing(server: TestServer) -> str:
     """Wait for job-0 to be seen failed, then forgotten; returns the scrape that shows both."""
-    await wait_for(server, lambda t: value(t, FAILURES) == 1 and JOB_0 in t)
-    return await wait_for(server, lambda t: JOB_0 not in t)
+    await scrape_until(server, lambda t: failures(t) == 1 and JOB_0 in t)
+    return await scrape_until(server, lambda t: JOB_0 not in t)
+
+
+async def polls_of(get: Callable[[str], Awaitable[tuple[int, Any]]], job_id: str) -> int:
+    status, doc = await get(f"/api/v1/jobs/hw/{job_id}")
+    assert status == 200, doc
+    return int(doc["poll"]["polls_total"])
+
+
+async def rounds_pass(
+    get: Callable[[str], Awaitable[tuple[int, Any]]], rounds: int, witness: str = "job-1"
+) -> None:
+    """Until `witness`, polled every interval, has been polled `rounds` more times: time in
+    which a job that came back would have been polled too. `get` GETs an API path."""
+    until = await polls_of(get, witness) + rounds
+
+    async def polled_enough() -> bool:
+        return await polls_of(get, witness) >= until
+
+    await eventually_async(polled_enough, what=f"{rounds} polls of {witness}")
 
 
 @pytest.fixture
@@ -78,16 +100,17 @@ async def failing_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
 async def test_a_forgotten_config_job_is_not_brought_back_by_a_reload_nor_counted_again(
     failing_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
+    text = forgetting_config(failing_cloud[1], "job-0 job-1")
+    server = await exporter(aiohttp_server, tmp_path, text)
     text = await forgotten_after_failing(server)
-    counted = (value(text, FAILURES), value(text, DURATIONS))
+    counted = (failures(text), durations(text))
     assert counted == (1, 1)
     ok, problems = await server.app[RUNTIME].reload("test")
     assert (ok, problems) == (True, [])
-    await asyncio.sleep(1.0)  # five poll intervals: a revived job would be polled and counted
-    text = await metrics(server)
+    await rounds_pass(lambda path: call(server, "GET", path), 5)
+    text = await scrape(server)
     assert JOB_0 not in text
-    assert (value(text, FAILURES), value(text, DURATIONS)) == counted
+    assert (failures(text), durations(text)) == counted
     assert 'cloudjob_forgotten_jobs{account="hw",provider="huawei_metastudio"} 1.0' in text
 
 
@@ -114,13 +137,13 @@ async def test_a_tombstone_lives_while_the_config_lists_the_job_then_expires_eve
             return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
 
     def in_memory(text: str) -> float | None:
-        return value(text, 'cloudjob_forgotten_jobs{account="hw"')
+        return value(text, "cloudjob_forgotten_jobs", account="hw")
 
     # Two days on, still listed: still forgotten, the tombstone kept.
     shift[0] += 2 * 86400
     assert (await runtime.reload("test"))[0]
     await runtime.persist()
-    text = await metrics(server)
+    text = await scrape(server)
     assert JOB_0 not in text
     assert (in_memory(text), on_disk()) == (1, 1)
     # Taken out of the config, it is kept for discovery's lookback (24 h without discovery) ...
@@ -129,12 +152,12 @@ async def test_a_tombstone_lives_while_the_config_lists_the_job_then_expires_eve
     shift[0] += 86400 - 60
     assert (await runtime.reload("test"))[0]
     await runtime.persist()
-    assert (in_memory(await metrics(server)), on_disk()) == (1, 1)
+    assert (in_memory(await scrape(server)), on_disk()) == (1, 1)
     # ... and then pruned, in memory and on disk.
     shift[0] += 120
     assert (await runtime.reload("test"))[0]
     await runtime.persist()
-    assert (in_memory(await metrics(server)), on_disk()) == (0, 0)
+    assert (in_memory(await scrape(server)), on_disk()) == (0, 0)
 
 
 async def test_removing_an_account_removes_its_discovery_status_and_poll_error_series(
@@ -161,7 +184,7 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         server = await aiohttp_server(
             create_app(load_settings(path), environ=environ, loader=lambda: load_settings(path))
         )
-        text = await wait_for(
+        text = await scrape_until(
             server,
             lambda t: (
                 'cloudjob_discovery_last_success{account="tc"' in t
@@ -172,7 +195,7 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         path.write_text(both.replace(tencent, ""))
         assert (await server.app[RUNTIME].reload("test"))[0]
         await asyncio.sleep(0.7)  # two discovery intervals: a leftover run would show
-        text = await metrics(server)
+        text = await scrape(server)
         assert 'account="tc"' not in text
         # The account that stays keeps its own.
         assert 'cloudjob_poll_errors_total{account="hw"' in text
@@ -185,7 +208,7 @@ RELOADED_AT = "cloudjob_config_last_reload_success_timestamp_seconds"
 
 async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_counted_once(
     failing_cloud: tuple[MetaStudioSimulator, str],
-    run_exporter: Callable[[str], Exporter],
+    run_exporter: Callable[[str], ExporterProcess],
     tmp_path: Path,
 ) -> None:
     """The issue's acceptance, on the real exporter process: terminal_retention 3s, a job
@@ -195,34 +218,35 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
         .replace("terminal_retention: 1s", "terminal_retention: 3s")
         .replace("poll_interval: 0.2s\n", "poll_interval: 0.2s\nreload_check_interval: 0.3\n", 1)
     )
-    first = run_exporter(text)
-    await asyncio.to_thread(first.start)
+    first = await asyncio.to_thread(run_exporter, text)
 
-    def scrape(instance: Exporter) -> str:
-        return str(_http("GET", instance.url + "/metrics")[1])
+    def scraped(instance: ExporterProcess) -> str:
+        return str(http("GET", instance.url + "/metrics")[1])
 
-    await _until(lambda: value(scrape(first), FAILURES) == 1 and JOB_0 in scrape(first))
-    await _until(lambda: JOB_0 not in scrape(first), within=10)
-    counted = (value(scrape(first), FAILURES), value(scrape(first), DURATIONS))
+    await _until(lambda: failures(scraped(first)) == 1 and JOB_0 in scraped(first))
+    await _until(lambda: JOB_0 not in scraped(first), within=10)
+    counted = (failures(scraped(first)), durations(scraped(first)))
     assert counted == (1, 1)
 
-    async def unchanged_after(instance: Exporter, reloaded: Callable[[], None] | None) -> None:
+    async def unchanged_after(
+        instance: ExporterProcess, reloaded: Callable[[], None] | None
+    ) -> None:
         if reloaded is not None:
-            at = value(scrape(instance), RELOADED_AT)
+            at = value(scraped(instance), RELOADED_AT)
             reloaded()
-            await _until(lambda: value(scrape(instance), RELOADED_AT) != at)
-        await asyncio.sleep(1.5)  # seven poll intervals: a revived job would be counted again
-        after = scrape(instance)
+            await _until(lambda: value(scraped(instance), RELOADED_AT) != at)
+        await rounds_pass(lambda path: asyncio.to_thread(http, "GET", instance.url + path), 7)
+        after = scraped(instance)
         assert JOB_0 not in after
         assert 'cloudjob_job_info{account="hw",job_id="job-1"' in after  # still polling
-        assert (value(after, FAILURES), value(after, DURATIONS)) == counted
+        assert (failures(after), durations(after)) == counted
 
-    assert first.process is not None
-    await unchanged_after(first, lambda: first.process.send_signal(signal.SIGHUP))  # type: ignore[union-attr]
-    await unchanged_after(first, lambda: os.utime(first.config))
+    await unchanged_after(first, lambda: first.process.send_signal(signal.SIGHUP))
+    config = first.config
+    assert config is not None
+    await unchanged_after(first, lambda: os.utime(config))
     first.stop()
-    second = run_exporter(text)
-    await asyncio.to_thread(second.start)
+    second = await asyncio.to_thread(run_exporter, text)
     await unchanged_after(second, None)
 
 
@@ -247,12 +271,12 @@ async def test_a_forgotten_registration_is_refused_until_deleted_then_starts_afr
     assert "forgotten" in doc["error"]
     assert "DELETE it, then POST it" in doc["error"]
     assert (await call(server, "GET", "/api/v1/jobs/hw/job-0"))[0] == 404
-    assert JOB_0 not in await metrics(server)
+    assert JOB_0 not in await scrape(server)
     # DELETE then POST: afresh, on purpose; the failure is counted for the new job.
     assert (await call(server, "DELETE", "/api/v1/jobs/hw/job-0", **AUTH))[0] == 204
     assert (await call(server, "DELETE", "/api/v1/jobs/hw/job-0", **AUTH))[0] == 404
     assert (await call(server, "POST", "/api/v1/jobs", job, **AUTH))[0] == 201
-    await wait_for(server, lambda t: value(t, FAILURES) == 2 and JOB_0 in t)
+    await scrape_until(server, lambda t: failures(t) == 2 and JOB_0 in t)
     assert len([r for r in caplog.records if r.getMessage() == "job_forgotten"]) == 1
 
 
@@ -263,11 +287,13 @@ async def test_forgetting_a_config_job_is_logged_once_with_a_hint(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1]))
+    server = await exporter(
+        aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], "job-0 job-1")
+    )
     await forgotten_after_failing(server)
     for _ in range(3):
         assert (await server.app[RUNTIME].reload("test"))[0]
-    await asyncio.sleep(0.5)
+    await rounds_pass(lambda path: call(server, "GET", path), 3)
     forgotten = [r for r in caplog.records if r.getMessage() == "job_forgotten"]
     assert len(forgotten) == 1
     assert "remove it from `jobs`" in forgotten[0].hint  # type: ignore[attr-defined]

@@ -9,11 +9,6 @@ HTTP answer (/, /metrics, /api/v1/jobs, error bodies) and every error message is
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,9 +18,8 @@ from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import FAILED, HAPPY
-from tests.test_state_and_reload import _free_port, _http
+from tests.support import eventually_async, http, run_cli, start_exporter
 
-REPO = Path(__file__).resolve().parent.parent
 SECRETS = {
     "HW_AK": "AKHWLEAK0000000000CANARY1",
     "HW_SK": "hw-sk-canary-5b1f9e0d7c",
@@ -109,42 +103,21 @@ jobs:
 
 async def _scenario(config: Path, log_format: str) -> list[bytes]:
     """One exporter run through every noisy path; returns everything it showed anyone."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(  # noqa: ASYNC220 - starting it takes no time
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--config",
-            str(config),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "debug",
-            "--log-format",
-            log_format,
-        ],
-        cwd=REPO,
-        env={**os.environ, **SECRETS},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = await asyncio.to_thread(
+        start_exporter,
+        *("--config", str(config), "--log-level", "debug", "--log-format", log_format),
+        log=config.with_name(f"exporter-{log_format}.log"),
+        env=SECRETS,
     )
+    url = process.url
     seen: list[bytes] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, doc = await asyncio.to_thread(_http, "GET", url + "/api/v1/jobs")
-                if (
-                    status == 200
-                    and sum(1 for job in doc["jobs"] if job["poll"]["last_poll_at"]) >= 6
-                ):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the exporter did not poll every job"
-            await asyncio.sleep(0.2)
+
+        async def every_job_polled() -> bool:
+            status, doc = await asyncio.to_thread(http, "GET", url + "/api/v1/jobs")
+            return status == 200 and sum(1 for j in doc["jobs"] if j["poll"]["last_poll_at"]) >= 6
+
+        await eventually_async(every_job_polled, within=20, what="the exporter polls every job")
         auth = {"Authorization": f"Bearer {SECRETS['API_TOKEN']}"}
         calls = [
             ("GET", "/", None, None),
@@ -156,17 +129,17 @@ async def _scenario(config: Path, log_format: str) -> list[bytes]:
             ("POST", "/api/v1/jobs", {"account": "hw", "id": "hw-1"}, auth),
         ]
         for method, path, body, headers in calls:
-            _, answer = await asyncio.to_thread(_http, method, url + path, body, headers)
+            _, answer = await asyncio.to_thread(http, method, url + path, body, headers)
             seen.append(str(answer).encode())
         good = await asyncio.to_thread(config.read_text)
         await asyncio.to_thread(config.write_text, good + "\nbroken: [\n")
-        _, answer = await asyncio.to_thread(_http, "POST", url + "/-/reload", None, auth)
+        _, answer = await asyncio.to_thread(http, "POST", url + "/-/reload", None, auth)
         seen.append(str(answer).encode())
         await asyncio.to_thread(config.write_text, good)
     finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.to_thread(process.communicate, None, 15)
-    seen += [out, err]
+        await asyncio.to_thread(process.stop)
+    err = process.log.read_bytes()
+    seen += [process.line.encode(), err]
     assert b"poll_failed" in err  # the noisy paths really ran
     assert b"job_registered" in err
     assert b"reload_failed" in err
@@ -188,15 +161,10 @@ async def test_no_secret_reaches_logs_pages_metrics_or_error_messages(
     text = await asyncio.to_thread(config.read_text)
     await asyncio.to_thread(broken.write_text, text.replace("provider: tencent_ci", "provider: x"))
     result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "exporter", "--config", str(broken), "--check-config"],
-        cwd=REPO,
-        env={**os.environ, **SECRETS},
-        capture_output=True,
-        timeout=60,
+        run_cli, "--config", str(broken), "--check-config", env=SECRETS
     )
     assert result.returncode == 2
-    seen += [result.stdout, result.stderr]
+    seen += [result.stdout.encode(), result.stderr.encode()]
     everything = b"\n".join(seen)
     assert len(everything) > 10_000  # really something to search
     for name, value in SECRETS.items():

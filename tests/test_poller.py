@@ -1,4 +1,6 @@
-"""Poller behaviour with a scripted provider and an injected clock: no test here sleeps for real."""
+"""Poller behaviour with a scripted provider and an injected clock: no test here sleeps a fixed
+time. Only the cancellation test runs on the real clock, as the race it guards against needs
+real timer expiries."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import pytest
 
@@ -18,6 +21,7 @@ from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
 from exporter.store import JobKey, JobState, Store
 from tests.conftest import snapshot
+from tests.support import eventually_async
 
 
 class FakeClock:
@@ -31,6 +35,12 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+    def advance(self, poller: Poller, seconds: float) -> None:
+        """Move time on and wake the poller's run loop, which otherwise waits out the real
+        time until its next due job."""
+        self.now += seconds
+        poller._wakeup.set()
 
 
 class ScriptedProvider:
@@ -203,19 +213,22 @@ async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_r
 
 
 async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
+    clock = FakeClock()
     store = Store()
     provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
     config = Settings(poll_interval=0.05, terminal_poll_interval=0.05, terminal_retention=0.2)
-    poller, lifecycle = make(store, {"hw": provider}, config)
+    poller, lifecycle = make(store, {"hw": provider}, config, clock)
     lifecycle.set_config_jobs(
         [JobConfig(account="hw", id="job-1"), JobConfig(account="hw", id="job-2")]
     )
     task = asyncio.create_task(poller.run())
+
+    def forgotten_after_a_tick() -> bool:
+        clock.advance(poller, 0.05)
+        return not store.job_keys()
+
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if not store.job_keys():
-                break
+        await eventually_async(forgotten_after_a_tick, interval=0, what="expired jobs go")
         assert store.job_keys() == []
         assert len(provider.calls) >= 2
     finally:
@@ -274,16 +287,15 @@ class BatchingProvider:
 async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None:
     store = Store()
     provider = BatchingProvider("tc", 3, {f"j{i}" for i in range(6)})
-    poller, lifecycle = make(store, {"tc": provider}, Settings(poll_interval=60))
+    poller, lifecycle = make(store, {"tc": provider}, Settings(poll_interval=60), FakeClock())
     lifecycle.set_config_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
     # Everything due now, for a deterministic batch.
     poller._heaps["tc"][:] = [(0.0, generation, key) for _, generation, key in poller._heaps["tc"]]
     task = asyncio.create_task(poller.run())
     try:
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if sum(len(c) for c in provider.calls) == 7:
-                break
+        await eventually_async(
+            lambda: sum(len(c) for c in provider.calls) == 7, interval=0, what="every job polled"
+        )
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -371,6 +383,10 @@ class InstantProvider:
         return dict.fromkeys(job_ids, snapshot("PROCESSING"))
 
 
+def _polled_at_least(polls: int, store: Store, keys: Sequence[JobKey]) -> bool:
+    return sum(state.polls for key in keys if (state := store.get(key)) is not None) >= polls
+
+
 async def test_a_busy_poller_stops_at_once_when_cancelled() -> None:
     """Found by the benchmark: with jobs due every millisecond, Python 3.11's wait_for could
     swallow the cancellation of the run loop, and SIGTERM never ended the exporter."""
@@ -379,9 +395,12 @@ async def test_a_busy_poller_stops_at_once_when_cancelled() -> None:
         poller, lifecycle = make(
             store, {"hw": InstantProvider()}, Settings(poll_interval=0.001, max_concurrency=100)
         )
-        lifecycle.set_config_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(50)])
+        keys = [JobKey("hw", f"job-{n}") for n in range(50)]
+        lifecycle.set_config_jobs([JobConfig(account=k.account, id=k.job_id) for k in keys])
         task = asyncio.create_task(poller.run())
-        await asyncio.sleep(0.05)
+
+        busy = partial(_polled_at_least, 100, store, keys)
+        await eventually_async(busy, interval=0.001, what="the poller is busy")
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=2)
         assert task in done, "the poller ignored its cancellation"
@@ -404,20 +423,21 @@ async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks()
             await gate.wait()
             return dict.fromkeys(job_ids, snapshot("PROCESSING"))
 
+    clock = FakeClock()
     poller, lifecycle = make(
-        Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8)
+        Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8), clock
     )
     lifecycle.set_config_jobs([JobConfig(account="hw", id=f"job-{n}") for n in range(300)])
     task = asyncio.create_task(poller.run())
     try:
-        await asyncio.sleep(3.5)  # past the first-poll spread: every job is due
+        clock.advance(poller, 3.5)  # past the first-poll spread: every job is due
+        await eventually_async(lambda: calls >= 8, interval=0, what="the first batches start")
+        for _ in range(20):  # room for a ninth batch to start, were the cap not kept
+            await asyncio.sleep(0)
         assert len(poller._tasks) == 8
         assert calls == 8
         gate.set()
-        for _ in range(200):
-            if calls == 300:
-                break
-            await asyncio.sleep(0.02)
+        await eventually_async(lambda: calls == 300, interval=0, what="every job polled")
         assert calls == 300  # every job polled once, eight at a time
     finally:
         task.cancel()

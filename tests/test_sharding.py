@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from exporter.config import load_settings
 from exporter.sharding import Shard, ShardError, resolve_shard, shard_of
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
+from tests.support import eventually_async, run_cli
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -82,13 +82,7 @@ def test_the_cli_refuses_a_bad_shard_in_one_line() -> None:
         (["--shard", "3", "--total-shards", "3"], "shard: 3 is outside 0..2"),
         (["--shard", "auto", "--total-shards", "3"], "pod name ending in -N"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", "--check-config", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        result = run_cli("--check-config", *args, environ=env)
         assert result.returncode == 2
         assert message in result.stderr
         assert "Traceback" not in result.stderr
@@ -102,10 +96,13 @@ async def test_three_shards_poll_every_job_exactly_once_between_them(
     for job_id in jobs:
         sim.add_job(job_id, HAPPY_PATH)
     polled_by: dict[str, set[str]] = defaultdict(set)
+    polls: Counter[str] = Counter()
 
     @web.middleware
     async def who_polls(request: web.Request, handler: Handler) -> web.StreamResponse:
-        polled_by[request.match_info.get("job_id", "?")].add(request.headers["User-Agent"])
+        job_id = request.match_info.get("job_id", "?")
+        polled_by[job_id].add(request.headers["User-Agent"])
+        polls[job_id] += 1
         return await handler(request)
 
     cloud_app = sim.app()
@@ -132,11 +129,12 @@ async def test_three_shards_poll_every_job_exactly_once_between_them(
             jobs_doc: list[dict[str, object]] = orjson.loads(await response.read())["jobs"]
             return jobs_doc
 
-    for _ in range(100):
-        if len(polled_by) == len(jobs):
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)  # a few more rounds: a second poller would show up by now
+    # Every job polled three times: every shard has been through several rounds, so a second
+    # poller of any job would have shown up.
+    await eventually_async(
+        lambda: set(polls) >= set(jobs) and min(polls[job] for job in jobs) >= 3,
+        what="every job polled three times",
+    )
     assert set(polled_by) == set(jobs)
     assert all(len(agents) == 1 for agents in polled_by.values()), polled_by
     per_shard = [[job["job_id"] for job in await tracked(server)] for server in shards]

@@ -11,7 +11,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from exporter.simulator import (
     start_simulator,
 )
 from exporter.simulator import scripts as sc
+from tests.support import FakeClock, states_over
 from tests.test_signing_huawei import sdk_sign
 
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
@@ -53,14 +53,6 @@ PROPERTIES = {"speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak"}
 PROPERTY_KEYS = {"expected", "actual", "suggestion", "suggestion_en", "status"}
 
 Client = TestClient[web.Request, web.Application]
-
-
-@dataclass
-class FakeClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def job_path(job_id: str, project: str = PROJECT) -> str:
@@ -105,15 +97,6 @@ async def fetch(
 
 
 # -- The official SDK reads our answers ---------------------------------------------------------
-
-
-@pytest.fixture
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests honours proxy variables; loopback must never go through one."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -641,19 +624,8 @@ def test_demo_has_fixed_uuid_job_ids_covering_every_script() -> None:
 def test_demo_shows_many_states_at_start_and_more_within_ten_seconds() -> None:
     clock = FakeClock(T0)
     sim = _demo(clock)
-    at_start = {sim.state_of(job_id) for job_id in sim.job_ids()}
+    at_start, seen, changed = states_over(sim, clock, seconds=10)
     assert len(at_start) >= 5
-    seen: set[str] = set()
-    changed: set[str] = set()
-    previous = {job_id: sim.state_of(job_id) for job_id in sim.job_ids()}
-    for tenth in range(1, 101):
-        clock.now = T0 + tenth / 10
-        for job_id in sim.job_ids():
-            state = sim.state_of(job_id)
-            seen.add(state)
-            if state != previous[job_id]:
-                changed.add(job_id)
-            previous[job_id] = state
     assert {"SUCCEED", "FAILED", "SPLIT_FAILED", "AUDIT_FAILED", "USER_RESULT_REVIEW"} <= seen
     assert len(seen) >= 10
     assert len(changed) >= 4

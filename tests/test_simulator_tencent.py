@@ -10,7 +10,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -37,6 +36,7 @@ from exporter.simulator import (
 from exporter.simulator import tencent_scripts as ts
 from exporter.simulator.__main__ import _parse_args
 from exporter.simulator.tencent_ci import DEMO_QUEUE_IDS, MAX_BATCH
+from tests.support import FakeClock, states_over
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDsimtest0000000000000000000000001"
@@ -51,14 +51,6 @@ SCALARS = ["Code", "Message", "JobId", "State", "CreationTime", "StartTime", "En
 SCALARS += ["QueueId", "Tag"]
 
 Client = TestClient[web.Request, web.Application]
-
-
-@dataclass
-class FakeClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_sim(clock: Callable[[], float], speed: float = 1.0) -> TencentCISimulator:
@@ -136,15 +128,6 @@ async def get_xml(
 
 
 # -- The official SDK calls the simulator --------------------------------------------------------
-
-
-@pytest.fixture
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests honours proxy variables; loopback must never go through one."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -833,19 +816,8 @@ def test_demo_has_fixed_document_shaped_ids_covering_every_script() -> None:
 def test_demo_shows_every_state_within_ten_seconds() -> None:
     clock = FakeClock(T0)
     sim = _demo(clock)
-    at_start = {sim.state_of(job_id) for job_id in sim.job_ids()}
+    at_start, seen, changed = states_over(sim, clock, seconds=10)
     assert len(at_start) >= 3
-    seen: set[str] = set()
-    changed: set[str] = set()
-    previous = {job_id: sim.state_of(job_id) for job_id in sim.job_ids()}
-    for tenth in range(1, 101):
-        clock.now = T0 + tenth / 10
-        for job_id in sim.job_ids():
-            state = sim.state_of(job_id)
-            seen.add(state)
-            if state != previous[job_id]:
-                changed.add(job_id)
-            previous[job_id] = state
     assert seen == set(ts.STATES)
     assert len(changed) >= 4
 

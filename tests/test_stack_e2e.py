@@ -5,8 +5,8 @@ Alertmanager. Polls for results, never sleeps a fixed time."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from dashboards import ports
+from dashboards.ports import AddressInUseError, lost_the_port, start_on_a_free_port, unused_port
 from dashboards.stack import Stack, query, running_stack
+from tests.support import eventually_async
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "cloudjob-exporter.json"
 SUBSTITUTIONS = {
@@ -49,17 +52,6 @@ def dashboard_queries() -> list[tuple[str, str]]:
                 expr = expr.replace(variable, value)
             out.append((panel.get("title", "?"), expr))
     return out
-
-
-def _eventually(check: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {within:.0f}s")
-        time.sleep(0.5)
 
 
 def _has_data(stack: Stack, expr: str) -> bool:
@@ -108,7 +100,12 @@ async def test_prometheus_answers_every_dashboard_query_and_alerts_reach_the_web
                 )
             )
 
-        await asyncio.to_thread(_eventually, settled, 90, "demo data in Prometheus")
+        await eventually_async(
+            lambda: asyncio.to_thread(settled),
+            within=90,
+            interval=0.5,
+            what="demo data in Prometheus",
+        )
 
         def answered() -> list[tuple[str, str, dict[str, Any]]]:
             return [(title, expr, query(stack, expr)) for title, expr in queries]
@@ -130,16 +127,55 @@ async def test_prometheus_answers_every_dashboard_query_and_alerts_reach_the_web
                 for alert in message.get("alerts", [])
             )
 
-        deadline = time.monotonic() + 60
-        while not alert_arrived():
-            assert time.monotonic() < deadline, (
-                "CloudJobFailed did not reach the webhook; alertmanager log:\n"
-                + stack.log("alertmanager")[-2000:]
-            )
-            await asyncio.sleep(0.5)
+        try:
+            await eventually_async(alert_arrived, within=60, interval=0.5, what="CloudJobFailed")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; alertmanager log:\n{stack.log('alertmanager')[-2000:]}"
+            ) from None
         alert = next(
             a for m in received for a in m["alerts"] if a["labels"]["alertname"] == "CloudJobFailed"
         )
         assert alert["labels"]["severity"] == "warning"
         assert alert["labels"]["code"]
         assert alert["annotations"]["runbook_url"].endswith("#cloudjobfailed")
+
+
+def test_a_start_that_loses_its_port_is_tried_again_on_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1], unused_port()])
+        monkeypatch.setattr(ports, "unused_port", lambda: next(picks))
+        tried: list[int] = []
+
+        def start(port: int) -> socket.socket:
+            tried.append(port)
+            server = socket.socket()
+            try:
+                server.bind(("127.0.0.1", port))
+            except OSError as exc:
+                server.close()
+                if lost_the_port(str(exc)):
+                    raise AddressInUseError(port) from exc
+                raise
+            return server
+
+        with start_on_a_free_port(start) as server:
+            assert tried == [taken.getsockname()[1], server.getsockname()[1]]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'msg="Error listening" err="listen tcp 127.0.0.1:9090: bind: address already in use"',
+        "OSError: [Errno 98] error while attempting to bind on address "
+        "('127.0.0.1', 8180): address already in use",
+    ],
+    ids=["prometheus", "aiohttp"],
+)
+def test_the_lost_port_is_recognised_in_what_the_programs_log(line: str) -> None:
+    assert lost_the_port(line)
+    assert not lost_the_port("level=info msg=ready")

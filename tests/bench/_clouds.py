@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboards.ports import served_at
 from exporter.simulator.metastudio import (
     DEMO_ACCESS_KEY,
     DEMO_PROJECT_ID,
@@ -28,8 +29,8 @@ from exporter.simulator.tencent_ci import (
 from tests.bench._harness import (
     Process,
     Processes,
-    free_port,
     progress,
+    start_listening,
     wait_for_port,
     wait_until_serving,
 )
@@ -68,22 +69,20 @@ class Clouds:
 
 def start_clouds(processes: Processes, huawei_jobs: int, tencent_jobs: int) -> Clouds:
     """Both simulators, serving; their job ids are the demo's deterministic ones."""
-    huawei_port, tencent_port = free_port(), free_port()
-    common = ("--host", "127.0.0.1", "--speed", str(SPEED))
-    huawei = processes.start(
-        "huawei simulator",
-        [
-            *("-m", "tests.bench._simulator", "--cloud", "huawei", "--jobs", str(huawei_jobs)),
-            *("--port", str(huawei_port), *common),
-        ],
-    )
-    tencent = processes.start(
-        "tencent simulator",
-        [
-            *("-m", "tests.bench._simulator", "--cloud", "tencent", "--jobs", str(tencent_jobs)),
-            *("--port", str(tencent_port), *common),
-        ],
-    )
+
+    def simulator(cloud: str, jobs: int) -> tuple[Process, int]:
+        return start_listening(
+            processes,
+            f"{cloud} simulator",
+            lambda port: [
+                *("-m", "tests.bench._simulator", "--cloud", cloud, "--jobs", str(jobs)),
+                *("--port", str(port), "--host", "127.0.0.1", "--speed", str(SPEED)),
+            ],
+            lambda process, port: wait_for_port(process, port, timeout=60),
+        )
+
+    huawei, huawei_port = simulator("huawei", huawei_jobs)
+    tencent, tencent_port = simulator("tencent", tencent_jobs)
     # The same ids the simulators build: the first demo ids, then uuid5 ones by index.
     huawei_ids = demo_simulator(
         project_id=PROJECT_ID,
@@ -97,8 +96,6 @@ def start_clouds(processes: Processes, huawei_jobs: int, tencent_jobs: int) -> C
         secret_key=DEMO_TENCENT_SECRET_KEY,
         jobs=tencent_jobs,
     ).job_ids()
-    wait_for_port(huawei, huawei_port, timeout=60)
-    wait_for_port(tencent, tencent_port, timeout=60)
     progress(f"simulators up: {huawei_jobs} Huawei jobs, {tencent_jobs} Tencent jobs")
     return Clouds(Cloud(huawei, huawei_port, huawei_ids), Cloud(tencent, tencent_port, tencent_ids))
 
@@ -148,16 +145,21 @@ class Exporter:
 
 
 def start_exporter(processes: Processes, name: str, config: Path, config_text: str) -> Exporter:
-    """`python -m exporter` on a free loopback port, answering /healthz."""
+    """`python -m exporter` on a loopback port it picks and reports, answering /healthz."""
     config.write_text(config_text)
-    port = free_port()
     process = processes.start(
         name,
         [
-            *("-m", "exporter", "--config", str(config), "--listen", f"127.0.0.1:{port}"),
+            *("-m", "exporter", "--config", str(config), "--listen", "127.0.0.1:0"),
             *("--log-level", "error"),
         ],
         CREDENTIALS,
+        pipe_stdout=True,
     )
+    line = process.read_line(timeout=120)  # printed once it listens
+    serving = served_at(line)
+    if serving is None:
+        raise process.failure(f"printed {line!r}, not the address it serves on")
+    port = serving[1]
     wait_until_serving(process, port, "/healthz", timeout=120)
     return Exporter(process, port, config)

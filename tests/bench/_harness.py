@@ -6,6 +6,7 @@ measures the scrape path before and after a rewrite of it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import http.client
 import os
@@ -17,9 +18,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dashboards.ports import AddressInUseError, lost_the_port, start_on_a_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,11 +43,29 @@ def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)  # noqa: T201
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def start_listening(
+    processes: Processes,
+    name: str,
+    argv: Callable[[int], Sequence[str]],
+    ready: Callable[[Process, int], None],
+    env: Mapping[str, str] | None = None,
+) -> tuple[Process, int]:
+    """A program that takes its port as an argument, on a free one; `ready(process, port)`
+    waits for it. Started again on another port if it loses its port before binding it (see
+    dashboards.ports: the pick-release-bind race is survived, not removed)."""
+
+    def start(port: int) -> tuple[Process, int]:
+        process = processes.start(name, argv(port), env)
+        try:
+            ready(process, port)
+        except BenchError:
+            if process.popen.poll() is not None and lost_the_port(process.tail(50)):
+                processes.stop(process)
+                raise AddressInUseError(name) from None
+            raise
+        return process, port
+
+    return start_on_a_free_port(start)
 
 
 def system_busy_seconds() -> float:
@@ -276,29 +297,32 @@ def get_ok(
 
 def wait_until_serving(process: Process, port: int, path: str, timeout: float) -> None:
     """Until GET `path` answers 200; BenchError naming the process if it dies or never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        process.check_running()
-        try:
-            if http_get(port, path, timeout=timeout).status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            raise process.failure(f"did not answer GET {path} within {timeout:g} s")
-        time.sleep(0.1)
+    _wait_until(
+        process,
+        lambda: http_get(port, path, timeout=timeout).status == 200,
+        timeout,
+        f"did not answer GET {path}",
+    )
 
 
 def wait_for_port(process: Process, port: int, timeout: float) -> None:
     """Until the process accepts TCP connections on `port`."""
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    _wait_until(process, accepts, timeout, f"did not listen on 127.0.0.1:{port}")
+
+
+def _wait_until(process: Process, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `ready` (connection errors count as not yet) while the process runs."""
     deadline = time.monotonic() + timeout
     while True:
         process.check_running()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if ready():
                 return
-        except OSError:
-            pass
         if time.monotonic() > deadline:
-            raise process.failure(f"did not listen on 127.0.0.1:{port} within {timeout:g} s")
+            raise process.failure(f"{what} within {timeout:g} s")
         time.sleep(0.1)

@@ -37,10 +37,10 @@ from tests.bench._harness import (
     BenchError,
     Process,
     Processes,
-    free_port,
     get_ok,
     percentile,
     progress,
+    start_listening,
     wait_until_serving,
 )
 from tests.bench._polling import IN_FLIGHT
@@ -182,16 +182,16 @@ def measure_prerendered(
     plain_file, gzip_file = workdir / "prerendered.txt", workdir / "prerendered.txt.gz"
     plain_file.write_bytes(body)
     gzip_file.write_bytes(gzip.compress(body, compresslevel=1))
-    port = free_port()
-    server = processes.start(
+    server, port = start_listening(
+        processes,
         f"pre-rendered server ({label})",
-        [
+        lambda port: [
             *("-m", "tests.bench._static_server", "--port", str(port)),
             *("--plain", str(plain_file), "--gzip", str(gzip_file)),
         ],
+        lambda server, port: wait_until_serving(server, port, "/metrics", timeout=60),
     )
     try:
-        wait_until_serving(server, port, "/metrics", timeout=60)
         count = plan.count(_scrape(server, port, PLAIN).seconds)
         plain, gzipped, _ = _alternate(server, port, count)
     finally:

@@ -15,101 +15,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.model import JobSnapshot, Phase
-from exporter.states import DOCUMENTED_STATES
-from exporter.store import Histogram, JobState, StoreView
-
-PHASES = tuple(phase.value for phase in Phase)
-_POLLED = " As of the job's last successful poll; the exporter polls in the background."
-
-Labels = dict[str, str]
-
-# The per-job families in exposition order: (name, HELP, type). Samples are named after the
-# family, except cloudjob_job_info, cloudjob_job_failure_info and cloudjob_job_failures_total.
-JOB_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("cloudjob_job", "Static facts about a tracked job; always 1." + _POLLED, "info"),
-    (
-        "cloudjob_job_state",
-        "Provider-specific job state: 1 for the current state, 0 for every other documented "
-        "state (a StateSet)." + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_phase",
-        "Normalized job phase (pending, running, succeeded, failed, cancelled, unknown): 1 "
-        "for the current phase, 0 for the others." + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_created_timestamp_seconds",
-        "When the cloud created the job, Unix time.",
-        "gauge",
-    ),
-    (
-        "cloudjob_job_updated_timestamp_seconds",
-        "When the job's state last changed according to the cloud, Unix time." + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_started_timestamp_seconds",
-        "When the job started running according to the cloud, Unix time (where reported).",
-        "gauge",
-    ),
-    (
-        "cloudjob_job_finished_timestamp_seconds",
-        "When the job finished according to the cloud, Unix time (terminal jobs only).",
-        "gauge",
-    ),
-    ("cloudjob_job_age_seconds", "Seconds since the job was created, computed at scrape.", "gauge"),
-    (
-        "cloudjob_job_progress_ratio",
-        "Progress of a running job from 0 to 1, where the cloud reports it." + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_failures",
-        "Entries into the failed phase the exporter has observed (a job first seen failed "
-        "counts once; leaving and re-entering counts again).",
-        "counter",
-    ),
-    (
-        "cloudjob_job_failure",
-        "The cloud's failure code while the job is failed; the reason text is in /api/v1/jobs.",
-        "info",
-    ),
-    (
-        "cloudjob_job_assessment_actual",
-        "Measured value of an assessment metric (unit as the cloud reports it)." + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_assessment_status",
-        "Whether an assessment metric is in its expected range: -1 below, 0 within, 1 above."
-        + _POLLED,
-        "gauge",
-    ),
-    (
-        "cloudjob_job_assessment_expected_min",
-        "Lower bound of an assessment metric's range.",
-        "gauge",
-    ),
-    (
-        "cloudjob_job_assessment_expected_max",
-        "Upper bound of an assessment metric's range.",
-        "gauge",
-    ),
-    (
-        "cloudjob_job_last_poll_success",
-        "1 if the job's last poll succeeded, 0 if it failed (the last good values are kept).",
-        "gauge",
-    ),
-    (
-        "cloudjob_job_last_poll_timestamp_seconds",
-        "When the job was last polled, successfully or not, Unix time: the freshness of its "
-        "series.",
-        "gauge",
-    ),
-)
+from exporter.model import Phase
+from exporter.store import Histogram, StoreView
 
 
 def _family(name: str, help_text: str, kind: str = "gauge") -> Metric:
@@ -148,12 +55,6 @@ def _histogram(
     return family
 
 
-def _job_labels(job: JobState) -> Labels:
-    labels = dict(job.labels)
-    labels.update(account=job.key.account, provider=job.provider, job_id=job.key.job_id)
-    return labels
-
-
 def _num(text: float) -> str:
     return repr(float(text)) if text != float("inf") else "+Inf"
 
@@ -182,81 +83,6 @@ class SummaryCollector(Collector):
     def _summary(self, view: StoreView) -> Iterator[Metric]:
         yield from summary_families(view)
         yield from exporter_families(view, self._started, self._shard, self._tasks())
-
-
-class JobCollector(SummaryCollector):
-    """The whole exposition through prometheus-client, per-job series first: the reference
-    the fast exposition is tested against."""
-
-    def collect(self) -> Iterator[Metric]:
-        view = self._view()
-        yield from job_families(view.jobs, self._wall())
-        yield from self._summary(view)
-
-
-def job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
-    """The per-job families, one sample at a time through prometheus-client: the reference the
-    fast renderer is tested against (same families, same samples)."""
-    info, state, phase, created, updated, started, finished, age, progress = (
-        _family(*spec) for spec in JOB_FAMILIES[:9]
-    )
-    failures, failure_info = (_family(*spec) for spec in JOB_FAMILIES[9:11])
-    actual, status, expected_min, expected_max, poll_ok, poll_at = (
-        _family(*spec) for spec in JOB_FAMILIES[11:]
-    )
-    for job in jobs:
-        labels = _job_labels(job)
-        if job.last_poll_success is not None:
-            poll_ok.add_sample(poll_ok.name, labels, 1.0 if job.last_poll_success else 0.0)
-        if job.last_poll_at is not None:
-            poll_at.add_sample(poll_at.name, labels, job.last_poll_at)
-        failures.add_sample("cloudjob_job_failures_total", labels, float(job.failures))
-        snapshot = job.snapshot
-        if snapshot is None:
-            continue
-        info.add_sample("cloudjob_job_info", {**labels, **info_labels(snapshot)}, 1.0)
-        states = DOCUMENTED_STATES.get(job.provider, {})
-        for name in states:
-            state.add_sample(state.name, {**labels, "state": name}, float(name == snapshot.state))
-        if snapshot.state not in states:
-            state.add_sample(state.name, {**labels, "state": snapshot.state}, 1.0)
-        for name in PHASES:
-            phase.add_sample(phase.name, {**labels, "phase": name}, float(name == snapshot.phase))
-        if snapshot.created_at is not None:
-            created.add_sample(created.name, labels, snapshot.created_at)
-            age.add_sample(age.name, labels, max(0.0, now - snapshot.created_at))
-        if snapshot.updated_at is not None:
-            updated.add_sample(updated.name, labels, snapshot.updated_at)
-        if snapshot.started_at is not None:
-            started.add_sample(started.name, labels, snapshot.started_at)
-        if snapshot.finished_at is not None:
-            finished.add_sample(finished.name, labels, snapshot.finished_at)
-        if snapshot.progress is not None:
-            progress.add_sample(progress.name, labels, snapshot.progress)
-        if snapshot.phase is Phase.FAILED:
-            code = snapshot.failure_code or ""
-            failure_info.add_sample("cloudjob_job_failure_info", {**labels, "code": code}, 1.0)
-        for item in snapshot.assessments:
-            metric_labels = {**labels, "metric": item.metric}
-            if item.actual_value is not None:
-                actual.add_sample(actual.name, metric_labels, item.actual_value)
-            if item.status is not None:
-                status.add_sample(status.name, metric_labels, float(item.status))
-            if item.expected_min is not None:
-                expected_min.add_sample(expected_min.name, metric_labels, item.expected_min)
-            if item.expected_max is not None:
-                expected_max.add_sample(expected_max.name, metric_labels, item.expected_max)
-    yield from (info, state, phase, created, updated, started, finished, age, progress)
-    yield from (failures, failure_info)
-    yield from (actual, status, expected_min, expected_max, poll_ok, poll_at)
-
-
-def info_labels(snapshot: JobSnapshot) -> Labels:
-    """cloudjob_job_info's own labels, beside the job's."""
-    labels = {"job_type": snapshot.job_type}
-    if snapshot.queue_id is not None:
-        labels["queue_id"] = snapshot.queue_id
-    return labels
 
 
 def summary_families(view: StoreView) -> Iterator[Metric]:

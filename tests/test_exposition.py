@@ -1,16 +1,18 @@
 """The fast per-job exposition against prometheus-client's rendering of the same jobs.
 
-`collector.job_families` builds the per-job families sample by sample through prometheus-client;
-`exposition.JobExposition` renders from a cache of deflated text. For any sequence of job
-states the two must parse to the same families, HELP, TYPE, samples and values, in the text
-format and in OpenMetrics, scrape after scrape (the cache must never serve stale text).
+`tests/reference_exposition.py` builds the per-job families sample by sample through
+prometheus-client; `exposition.JobExposition` renders from a cache of deflated text. For any
+sequence of job states the two must parse to the same families, HELP, TYPE, samples and values,
+in the text format and in OpenMetrics, scrape after scrape (the cache must never serve stale
+text).
 """
 
 from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,21 +20,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
-from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import CollectorRegistry
 
-from exporter.collector import job_families
-from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate
+from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
 from exporter.gzip_segments import compress, crc32_combine, crc_shift
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import DOCUMENTED_STATES, HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
 from tests.conftest import promtool_check_metrics
+from tests.reference_exposition import JobFamilies
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_700_000_000.0
@@ -41,17 +42,13 @@ EOF_LINE = b"# EOF\n"
 Parsed = dict[str, tuple[str, str, list[tuple[str, tuple[tuple[str, str], ...], str]]]]
 
 
-class _Jobs(Collector):
-    def __init__(self, jobs: Sequence[JobState], now: float) -> None:
-        self._jobs, self._now = jobs, now
-
-    def collect(self) -> Iterator[Metric]:
-        yield from job_families(self._jobs, self._now)
+def inflate(body: bytes) -> bytes:
+    return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
 
 
 def naive(jobs: Sequence[JobState], now: float, fmt: str) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Jobs(jobs, now))
+    registry.register(JobFamilies(jobs, now))
     if fmt == OPENMETRICS:
         return generate_openmetrics(registry)  # type: ignore[no-untyped-call,no-any-return]
     return generate_latest(registry)
@@ -288,8 +285,6 @@ def test_headers_are_prometheus_clients_own(fmt: str) -> None:
 
 
 def test_the_plain_text_comes_out_in_bounded_pieces_that_add_up_to_the_whole() -> None:
-    from exporter.exposition import inflate_pieces
-
     body = JobExposition().render([job(i) for i in range(2000)], NOW, b"", TEXT)
     pieces = list(inflate_pieces(body, size=100_000))
     assert len(pieces) > 10

@@ -31,6 +31,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from exporter.metric_selection import MetricSelection, excluded_families, selection
+
 DEFAULT_LISTEN = "0.0.0.0:9871"
 PROVIDERS = ("huawei_metastudio", "tencent_ci")
 # Tencent CI job states, for validating `discover.states`.
@@ -259,6 +261,25 @@ class ApiConfig(Strict):
         return self
 
 
+class MetricsSettings(Strict):
+    """Which families /metrics shows, to bound the series per job (metric_selection.py)."""
+
+    # Family names (as the metric reference lists them) or `re:` patterns.
+    exclude: list[str] = Field(default_factory=list)
+    # current: of a StateSet (cloudjob_job_state, cloudjob_job_phase), only the series that is 1.
+    state_series: Literal["all", "current"] = "all"
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_families(cls, exclude: list[str]) -> list[str]:
+        excluded_families(exclude)
+        return exclude
+
+    @property
+    def selection(self) -> MetricSelection:
+        return selection(self.exclude, self.state_series)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Field names are a public contract: users' files depend on them."""
 
@@ -287,6 +308,7 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=50_000, ge=1, le=10_000_000)
     # How often the config file and credential files are checked for changes (0: never).
     reload_check_interval: float = Field(default=10.0, ge=0)
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
 from exporter.gzip_segments import compress, crc32_combine, crc_shift
+from exporter.metric_selection import ALL, MetricSelection, selection
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import DOCUMENTED_STATES, HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
@@ -46,16 +47,24 @@ def inflate(body: bytes) -> bytes:
     return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
 
 
-def naive(jobs: Sequence[JobState], now: float, fmt: str) -> bytes:
+def naive(
+    jobs: Sequence[JobState], now: float, fmt: str, selection: MetricSelection = ALL
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobFamilies(jobs, now))
+    registry.register(JobFamilies(jobs, now, selection))
     if fmt == OPENMETRICS:
         return generate_openmetrics(registry)  # type: ignore[no-untyped-call,no-any-return]
     return generate_latest(registry)
 
 
-def fast(exposition: JobExposition, jobs: Sequence[JobState], now: float, fmt: str) -> bytes:
-    body = exposition.render(jobs, now, EOF_LINE if fmt == OPENMETRICS else b"", fmt)
+def fast(
+    exposition: JobExposition,
+    jobs: Sequence[JobState],
+    now: float,
+    fmt: str,
+    selection: MetricSelection = ALL,
+) -> bytes:
+    body = exposition.render(jobs, now, EOF_LINE if fmt == OPENMETRICS else b"", fmt, selection)
     plain = inflate(body)
     assert gzip.decompress(body) == plain  # the standard library's reader agrees
     return plain
@@ -76,9 +85,15 @@ def parsed(text: bytes, fmt: str) -> Parsed:
     }
 
 
-def assert_same(exposition: JobExposition, jobs: Sequence[JobState], now: float = NOW) -> None:
+def assert_same(
+    exposition: JobExposition,
+    jobs: Sequence[JobState],
+    now: float = NOW,
+    selection: MetricSelection = ALL,
+) -> None:
     for fmt in (TEXT, OPENMETRICS):
-        assert parsed(fast(exposition, jobs, now, fmt), fmt) == parsed(naive(jobs, now, fmt), fmt)
+        ours = parsed(fast(exposition, jobs, now, fmt, selection), fmt)
+        assert ours == parsed(naive(jobs, now, fmt, selection), fmt)
 
 
 def huawei_snapshot(job_id: str, state: str, seed: int) -> JobSnapshot:
@@ -172,6 +187,21 @@ def test_scrape_after_scrape_the_cache_follows_every_change_and_removal() -> Non
         assert_same(exposition, list(jobs.values()), NOW + step)
 
 
+def test_a_changed_selection_renders_as_prometheus_client_does_from_the_next_scrape() -> None:
+    """metrics.exclude and metrics.state_series change on a reload: the cache must follow."""
+    exposition = JobExposition()
+    jobs = [job(i) for i in range(200)]
+    for chosen in (
+        ALL,
+        selection(["re:cloudjob_job_assessment_.*", "cloudjob_job_info"], "current"),
+        selection(["cloudjob_job_age_seconds", "cloudjob_job_failures_total"], "all"),
+        selection([], "current"),
+        ALL,
+    ):
+        assert_same(exposition, jobs, NOW, chosen)
+        jobs[4] = job(4, seed=len(chosen.excluded) + 1)  # and a job moves on meanwhile
+
+
 def test_growing_and_shrinking_past_the_group_thresholds_keeps_every_job() -> None:
     exposition = JobExposition()
     for size in (1, 130, 131, 600, 2100, 2100, 400, 90, 0, 70):
@@ -230,14 +260,18 @@ def job_states(draw: st.DrawFn) -> JobState:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(job_states(), max_size=6), min_size=1, max_size=5))
+@given(
+    st.lists(st.lists(job_states(), max_size=6), min_size=1, max_size=5),
+    st.sampled_from(["all", "current"]),
+)
 def test_any_sequence_of_job_states_renders_as_prometheus_client_does(
-    scrapes: list[list[JobState]],
+    scrapes: list[list[JobState]], state_series: str
 ) -> None:
     exposition = JobExposition()
+    chosen = selection([], state_series)
     for jobs in scrapes:
         unique = list({state.key: state for state in jobs}.values())  # the store has one each
-        assert_same(exposition, unique)
+        assert_same(exposition, unique, NOW, chosen)
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8))

@@ -176,11 +176,12 @@ def _value_renderer(metric: JobMetric) -> Renderer:
 
 
 def _samples_renderer(metric: JobMetric) -> Renderer:
-    name = metric.sample_name
+    name, samples = metric.sample_name, metric.samples
+    assert samples is not None  # noqa: S101 - chosen by the caller
 
     def render(entry: _Entry, around: _Around, now: float) -> str:
         lines = []
-        for own, value in metric.samples_of(entry.job, now):
+        for own, value in samples(entry.job):
             if len(own) == 1:
                 ((label, label_value),) = own
                 head, tail = around(label)
@@ -288,9 +289,22 @@ def _headers(openmetrics: bool) -> tuple[Piece, ...]:
     return tuple(pieces)
 
 
-def _moving_number(value: float) -> str:
-    # repr() is what floatToGoString returns for these, at a third of the cost.
-    return repr(value) if type(value) is float and 0.0 <= value < 1e6 else number(value)
+def _moving(metric: JobMetric, jobs: Sequence[JobState], texts: list[str], now: float) -> Piece:
+    """A family that moves with the clock, for every job: its text is never cached."""
+    name, value = metric.sample_name + "{", metric.value
+    assert value is not None  # noqa: S101 - JobMetric allows no other kind to move
+    lines = []
+    for job, text in zip(jobs, texts, strict=True):
+        sample = value(job, now)
+        if sample is not None:
+            # repr() is what floatToGoString returns for these, at a third of the cost.
+            shown = (
+                repr(sample)
+                if 0.0 <= sample < 1e6 and sample.__class__ is float
+                else number(sample)
+            )
+            lines.append(f"{name}{text}}} {shown}\n")
+    return compress("".join(lines).encode())
 
 
 class JobExposition:
@@ -359,12 +373,7 @@ class JobExposition:
         generation = self._generation
         groups, entries, renderers = self._groups, self._entries, self._renderers
         mask = len(groups) - 1
-        # The families that move with the clock, for every job: (index, name, value, lines).
-        moving: list[tuple[int, str, Callable[[JobState, float], float | None], list[str]]] = [
-            (index, metric.sample_name + "{", metric.value, [])
-            for index in _MOVING
-            if renderers[index] is not None and (metric := JOB_METRICS[index]).value is not None
-        ]
+        texts: list[str] = []  # each job's label text, in the jobs' order
         for job in jobs:
             entry = entries.get(job.key)
             if entry is None:
@@ -374,10 +383,7 @@ class JobExposition:
             elif job is not entry.job:
                 entry.group.dirty |= entry.update(job)
             entry.seen = generation
-            for _, name, value, lines in moving:
-                sample = value(job, now)
-                if sample is not None:
-                    lines.append(f"{name}{entry.text}}} {_moving_number(sample)}\n")
+            texts.append(entry.text)
         if len(entries) > len(jobs):  # some jobs are gone: drop them and their groups' text
             for key in [key for key, entry in entries.items() if entry.seen != generation]:
                 group = entries.pop(key).group
@@ -387,7 +393,11 @@ class JobExposition:
         for group in groups:
             if group.dirty:
                 changed |= group.refresh(renderers, now)
-        moved = {index: lines for index, _, _, lines in moving}
+        moved = {
+            index: _moving(JOB_METRICS[index], jobs, texts, now)
+            for index in _MOVING
+            if renderers[index] is not None
+        }
         headers = self._headers[fmt]
         pieces: list[Piece] = []
         for index, render in enumerate(renderers):
@@ -395,7 +405,7 @@ class JobExposition:
                 continue
             pieces.append(headers[index])
             if index in moved:
-                pieces.append(compress("".join(moved[index]).encode()))
+                pieces.append(moved[index])
                 continue
             joined = self._joined[index]
             if joined is None or changed >> index & 1:

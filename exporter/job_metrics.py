@@ -106,7 +106,8 @@ def _age(job: JobState, now: float) -> float | None:
     snapshot = job.snapshot
     if snapshot is None or snapshot.created_at is None:
         return None
-    return max(0.0, now - snapshot.created_at)
+    age = now - snapshot.created_at
+    return age if age > 0.0 else 0.0  # not max(): this runs for every job on every scrape
 
 
 def _info(job: JobState) -> Iterator[Sample]:

@@ -31,7 +31,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from exporter.metric_selection import MetricSelection, excluded_families, selection
+from exporter.metric_selection import MetricSelection, excluded_families
 
 DEFAULT_LISTEN = "0.0.0.0:9871"
 PROVIDERS = ("huawei_metastudio", "tencent_ci")
@@ -277,7 +277,7 @@ class MetricsSettings(Strict):
 
     @property
     def selection(self) -> MetricSelection:
-        return selection(self.exclude, self.state_series)
+        return MetricSelection.of(self.exclude, self.state_series)
 
 
 class Settings(BaseSettings):

@@ -61,6 +61,11 @@ class MetricSelection:
     excluded: frozenset[str] = frozenset()
     current_states_only: bool = False
 
+    @classmethod
+    def of(cls, exclude: Iterable[str], state_series: str) -> MetricSelection:
+        """From the config's `metrics.exclude` and `metrics.state_series`."""
+        return cls(excluded_families(exclude), state_series == "current")
+
 
 ALL = MetricSelection()
 
@@ -98,7 +103,3 @@ def _excluded(entries: tuple[str, ...]) -> frozenset[str]:
 def excluded_families(entries: Iterable[str]) -> frozenset[str]:
     """The families `metrics.exclude` names; ValueError naming the first entry that names none."""
     return _excluded(tuple(entries))
-
-
-def selection(exclude: Iterable[str], state_series: str) -> MetricSelection:
-    return MetricSelection(excluded_families(exclude), state_series == "current")

@@ -29,7 +29,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
 from exporter.gzip_segments import compress, crc32_combine, crc_shift
-from exporter.metric_selection import ALL, MetricSelection, selection
+from exporter.metric_selection import ALL, MetricSelection
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import DOCUMENTED_STATES, HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
@@ -193,9 +193,9 @@ def test_a_changed_selection_renders_as_prometheus_client_does_from_the_next_scr
     jobs = [job(i) for i in range(200)]
     for chosen in (
         ALL,
-        selection(["re:cloudjob_job_assessment_.*", "cloudjob_job_info"], "current"),
-        selection(["cloudjob_job_age_seconds", "cloudjob_job_failures_total"], "all"),
-        selection([], "current"),
+        MetricSelection.of(["re:cloudjob_job_assessment_.*", "cloudjob_job_info"], "current"),
+        MetricSelection.of(["cloudjob_job_age_seconds", "cloudjob_job_failures_total"], "all"),
+        MetricSelection.of([], "current"),
         ALL,
     ):
         assert_same(exposition, jobs, NOW, chosen)
@@ -268,7 +268,7 @@ def test_any_sequence_of_job_states_renders_as_prometheus_client_does(
     scrapes: list[list[JobState]], state_series: str
 ) -> None:
     exposition = JobExposition()
-    chosen = selection([], state_series)
+    chosen = MetricSelection.of([], state_series)
     for jobs in scrapes:
         unique = list({state.key: state for state in jobs}.values())  # the store has one each
         assert_same(exposition, unique, NOW, chosen)

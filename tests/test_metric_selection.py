@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import ConfigError, load_settings
 from exporter.exposition import TEXT, JobExposition
 from exporter.job_metrics import JOB_METRICS
-from exporter.metric_selection import ALL, EXPORTER_FAMILIES, MetricSelection, selection
+from exporter.metric_selection import ALL, EXPORTER_FAMILIES, MetricSelection
 from exporter.model import JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.store import JobKey, JobState
@@ -90,9 +90,9 @@ def series(jobs: list[JobState], chosen: MetricSelection) -> dict[str, int]:
 
 
 SETTINGS = {
-    "all": selection([], "all"),
-    "current": selection([], "current"),
-    "current, no assessments": selection(["re:cloudjob_job_assessment_.*"], "current"),
+    "all": MetricSelection.of([], "all"),
+    "current": MetricSelection.of([], "current"),
+    "current, no assessments": MetricSelection.of(["re:cloudjob_job_assessment_.*"], "current"),
 }
 
 
@@ -131,6 +131,22 @@ def test_current_keeps_only_the_series_that_are_1() -> None:
     assert {name: current[name] for name in stateless} == {
         name: everything[name] for name in stateless
     }
+
+
+def test_every_family_reads_fields_that_exist_and_has_a_unique_name() -> None:
+    """What a family `reads` decides when its cached text is re-rendered: a misspelt field
+    would never be compared (the fast-vs-reference tests catch a field left out)."""
+    job_fields = {item.name for item in fields(JobState)}
+    snapshot_fields = {item.name for item in fields(JobSnapshot)}
+    for metric in JOB_METRICS:
+        assert metric.reads, metric.name
+        for read in metric.reads:
+            owner, _, name = read.rpartition(".")
+            assert (owner == "" and name in job_fields) or (
+                owner == "snapshot" and name in snapshot_fields
+            ), f"{metric.name} reads {read!r}"
+    names = [metric.name for metric in JOB_METRICS] + [name for name, _ in EXPORTER_FAMILIES]
+    assert len(names) == len(set(names))
 
 
 # -- The README's metric table ------------------------------------------------------------------
@@ -244,17 +260,17 @@ def families_all() -> set[str]:
     ],
 )
 def test_a_family_answers_to_its_name_and_to_its_samples_name(entry: str, family: str) -> None:
-    assert family in selection([entry], "all").excluded
+    assert family in MetricSelection.of([entry], "all").excluded
 
 
 def test_a_pattern_matches_whole_names_only() -> None:
-    assert selection(["re:cloudjob_job_assessment_.*"], "all").excluded == {
+    assert MetricSelection.of(["re:cloudjob_job_assessment_.*"], "all").excluded == {
         "cloudjob_job_assessment_actual",
         "cloudjob_job_assessment_status",
         "cloudjob_job_assessment_expected_min",
         "cloudjob_job_assessment_expected_max",
     }
-    assert selection(["re:cloudjob_job"], "all").excluded == {"cloudjob_job"}
+    assert MetricSelection.of(["re:cloudjob_job"], "all").excluded == {"cloudjob_job"}
 
 
 @pytest.mark.parametrize(

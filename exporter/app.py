@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import html
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.api import add_api_routes
@@ -125,6 +127,24 @@ def _loop_tasks() -> int | None:
         return None
 
 
+class _Without(Collector):
+    """A registry's families but the excluded ones (by family name)."""
+
+    def __init__(self, registry: CollectorRegistry, excluded: frozenset[str]) -> None:
+        self._registry, self._excluded = registry, excluded
+
+    def collect(self) -> Iterator[Metric]:
+        return (metric for metric in self._registry.collect() if metric.name not in self._excluded)
+
+
+def _without(registry: CollectorRegistry, excluded: frozenset[str]) -> CollectorRegistry:
+    if not excluded:
+        return registry
+    filtered = CollectorRegistry(auto_describe=False)
+    filtered.register(_Without(registry, excluded))
+    return filtered
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     fmt = OPENMETRICS if content_type.startswith("application/openmetrics-text") else TEXT
@@ -132,8 +152,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     async with scrapes.lock:
         # The store's view is an immutable copy, so the thread renders it while polls go on.
         jobs = request.app[STORE].view().jobs
-        tail = encoder(request.app[REGISTRY])
-        body = await asyncio.to_thread(scrapes.exposition.render, jobs, scrapes.wall(), tail, fmt)
+        # The running config's, so a reload changes it.
+        selection = request.app[RUNTIME].settings.metrics.selection
+        tail = encoder(_without(request.app[REGISTRY], selection.excluded))
+        body = await asyncio.to_thread(
+            scrapes.exposition.render, jobs, scrapes.wall(), tail, fmt, selection
+        )
     headers = {
         "Content-Type": content_type,
         "Cache-Control": "no-store",

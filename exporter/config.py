@@ -39,6 +39,7 @@ from exporter.accounts import DurationOrOff as DurationOrOff
 from exporter.accounts import Strict as Strict
 from exporter.accounts import parse_duration as parse_duration
 from exporter.clouds import CLOUDS, PROVIDERS, cloud_of
+from exporter.metric_selection import MetricSelection, excluded_families
 
 DEFAULT_LISTEN = "0.0.0.0:9871"
 
@@ -88,6 +89,25 @@ class ApiConfig(Strict):
         return self
 
 
+class MetricsSettings(Strict):
+    """Which families /metrics shows, to bound the series per job (metric_selection.py)."""
+
+    # Family names (as the metric reference lists them) or `re:` patterns.
+    exclude: list[str] = Field(default_factory=list)
+    # current: of a StateSet (cloudjob_job_state, cloudjob_job_phase), only the series that is 1.
+    state_series: Literal["all", "current"] = "all"
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_families(cls, exclude: list[str]) -> list[str]:
+        excluded_families(exclude)
+        return exclude
+
+    @property
+    def selection(self) -> MetricSelection:
+        return MetricSelection.of(self.exclude, self.state_series)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Field names are a public contract: users' files depend on them."""
 
@@ -116,6 +136,7 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=50_000, ge=1, le=10_000_000)
     # How often the config file and credential files are checked for changes (0: never).
     reload_check_interval: DurationOrOff = 10.0
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

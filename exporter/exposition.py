@@ -3,15 +3,16 @@
 At 10,000 jobs the per-job families hold ~400,000 samples (~50 MB of text): prometheus-client
 renders that in ~5 s, and even gzip level 1 of it takes ~120 ms. So jobs are hashed into groups
 of ~64, and each group keeps, per family, its text already deflated (`gzip_segments.Piece`). A
-scrape re-renders a group's family only when one of its jobs changed in that family, renders
-the two families that move on their own (ages, poll times) for every job, and joins the pieces
-into one gzip body; a client without gzip gets it inflated.
+scrape re-renders a group's family only when one of its jobs changed in what the family reads
+(its entry in `job_metrics.JOB_METRICS` says what), renders the families that move with the
+clock (ages) for every job, and joins the pieces into one gzip body; a client without gzip gets
+it inflated.
 
-The text means the same as prometheus-client's for the same jobs (`collector.job_families`;
+The text means the same as prometheus-client's for the same jobs (tests/reference_exposition.py;
 the tests compare the two sample by sample, in both formats): same families, HELP and TYPE
-(taken from prometheus-client itself), labels, values. Numbers are written with repr(), which
-both the text format and OpenMetrics accept. Rendering is pure (no I/O, no event loop), so the
-app runs it in a worker thread; one scrape at a time (the caller's lock).
+(taken from prometheus-client itself), labels, values, in prometheus-client's number format.
+Rendering is pure (no I/O, no event loop), so the app runs it in a worker thread; one scrape at
+a time (the caller's lock).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import cast
 
 from prometheus_client.exposition import generate_latest
@@ -29,39 +31,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from exporter.clouds import DOCUMENTED_STATES
-from exporter.collector import JOB_FAMILIES, PHASES
 from exporter.gzip_segments import EMPTY, Piece, assemble, compress, join
-from exporter.model import JobSnapshot, Phase
+from exporter.job_metrics import JOB_METRICS, JobMetric, job_labels
+from exporter.metric_selection import ALL, MetricSelection
+from exporter.model import JobSnapshot
 from exporter.store import JobKey, JobState
 
-(
-    INFO,
-    STATE,
-    PHASE,
-    CREATED,
-    UPDATED,
-    STARTED,
-    FINISHED,
-    AGE,
-    PROGRESS,
-    FAILURES,
-    FAILURE_INFO,
-    ACTUAL,
-    STATUS,
-    EXPECTED_MIN,
-    EXPECTED_MAX,
-    POLL_OK,
-    POLL_AT,
-) = range(len(JOB_FAMILIES))
-# Rendered for every job on every scrape: it changes without the job changing.
-MOVING = frozenset({AGE})
-STABLE = tuple(index for index in range(len(JOB_FAMILIES)) if index not in MOVING)
-ALL_STABLE = sum(1 << index for index in STABLE)
-_SNAPSHOT_BITS = ALL_STABLE & ~(1 << FAILURES | 1 << POLL_OK | 1 << POLL_AT)
-_ASSESSMENT_BITS = 1 << ACTUAL | 1 << STATUS | 1 << EXPECTED_MIN | 1 << EXPECTED_MAX
-# Families whose lines carry a label of their own, placed among the job's in sorted order.
-_LABELLED = 1 << INFO | 1 << STATE | 1 << PHASE | 1 << FAILURE_INFO | _ASSESSMENT_BITS
 JOBS_PER_GROUP = 64
 MAX_GROUPS = 4096
 
@@ -80,26 +55,152 @@ def escape(value: str) -> str:
 number = cast(Callable[[float], str], floatToGoString)
 
 
-def _job_labels(
-    key: JobKey, provider: str, labels: Sequence[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Static labels, then ours (ours win, as in collector.job_families), sorted by name."""
-    merged = dict(labels)
-    merged.update(account=key.account, provider=provider, job_id=key.job_id)
-    return sorted(merged.items())
-
-
 def _label_text(pairs: Sequence[tuple[str, str]]) -> str:
     return ",".join(f'{name}="{escape(value)}"' for name, value in pairs)
 
+
+# -- Change detection, derived from what each family declares it reads --------------------------
+# Families as bits of an int, by their place in JOB_METRICS.
+
+
+def _bits(families: Sequence[int]) -> int:
+    return sum(1 << index for index in families)
+
+
+_MOVING = tuple(index for index, metric in enumerate(JOB_METRICS) if metric.moving)
+STABLE = tuple(index for index, metric in enumerate(JOB_METRICS) if not metric.moving)
+ALL_STABLE = _bits(STABLE)
+
+
+def _readers(prefix: str) -> tuple[tuple[Callable[[object], object], int], ...]:
+    """Per attribute read under `prefix`: a getter for it and the stable families reading it."""
+    families: dict[str, list[int]] = {}
+    for index in STABLE:
+        for read in JOB_METRICS[index].reads:
+            if read.startswith(prefix) and "." not in read.removeprefix(prefix):
+                families.setdefault(read.removeprefix(prefix), []).append(index)
+    return tuple((attrgetter(name), _bits(indices)) for name, indices in families.items())
+
+
+_JOB_READERS = _readers("")
+_SNAPSHOT_READERS = _readers("snapshot.")
+_READS_SNAPSHOT = _bits(
+    [i for i in STABLE if any(read.startswith("snapshot.") for read in JOB_METRICS[i].reads)]
+)
+
+
+def _snapshot_changes(old: JobSnapshot | None, new: JobSnapshot | None) -> int:
+    if old is None or new is None:
+        return _READS_SNAPSHOT
+    changed = 0
+    for read, families in _SNAPSHOT_READERS:
+        if read(old) != read(new):
+            changed |= families
+    return changed
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """The job as its cached text was last rendered from (a reference, not a copy)."""
+
+    job: JobState
+    text: str  # the job's labels, sorted, as on lines without a label of their own
+    group: _Group
+    seen: int = 0
+
+    @classmethod
+    def of(cls, job: JobState, group: _Group) -> _Entry:
+        return cls(job, _label_text(job_labels(job)), group)
+
+    def update(self, job: JobState) -> int:
+        """Take the job's current state; which stable families' text changed (bits)."""
+        old, self.job = self.job, job
+        if job.labels != old.labels or job.provider != old.provider:
+            self.text = _label_text(job_labels(job))
+            return ALL_STABLE
+        changed = 0
+        if job.snapshot is not old.snapshot:
+            changed |= _snapshot_changes(old.snapshot, job.snapshot)
+        for read, families in _JOB_READERS:
+            if read(job) != read(old):
+                changed |= families
+        return changed
+
+
+# -- Rendering one family of one job -----------------------------------------------------------
 
 # Stand-ins for a job's labels around a per-line label (state="..."), in templates that
 # str.replace fills in: labels are sorted by name on every line, as prometheus-client does.
 _HEAD, _TAIL = "\x00", "\x01"
 
 
-def _stateset(name: str, label: str, values: Sequence[str], current: str) -> str:
+class _Around:
+    """A job's labels before and after a label of a family's own, in sorted order, with their
+    commas: worked out once per job and label in a render."""
+
+    __slots__ = ("_cuts", "_job", "_pairs")
+
+    def __init__(self, job: JobState) -> None:
+        self._job = job
+        self._pairs: list[tuple[str, str]] | None = None
+        self._cuts: dict[str, tuple[str, str]] = {}
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        if self._pairs is None:
+            self._pairs = job_labels(self._job)
+        return self._pairs
+
+    def __call__(self, label: str) -> tuple[str, str]:
+        cut = self._cuts.get(label)
+        if cut is None:
+            pairs = self.pairs
+            at = bisect.bisect_left(pairs, (label, ""))
+            head, tail = _label_text(pairs[:at]), _label_text(pairs[at:])
+            cut = self._cuts[label] = (head + "," if head else ""), ("," + tail if tail else "")
+        return cut
+
+
+Renderer = Callable[[_Entry, _Around, float], str]
+
+
+def _value_renderer(metric: JobMetric) -> Renderer:
+    name, value = metric.sample_name, metric.value
+    assert value is not None  # noqa: S101 - chosen by the caller
+
+    def render(entry: _Entry, around: _Around, now: float) -> str:
+        sample = value(entry.job, now)
+        return "" if sample is None else f"{name}{{{entry.text}}} {number(sample)}\n"
+
+    return render
+
+
+def _samples_renderer(metric: JobMetric) -> Renderer:
+    name, samples = metric.sample_name, metric.samples
+    assert samples is not None  # noqa: S101 - chosen by the caller
+
+    def render(entry: _Entry, around: _Around, now: float) -> str:
+        lines = []
+        for own, value in samples(entry.job):
+            if len(own) == 1:
+                ((label, label_value),) = own
+                head, tail = around(label)
+                labels = f'{head}{label}="{escape(label_value)}"{tail}'
+            else:
+                labels = _label_text(sorted([*around.pairs, *own]))
+            lines.append(f"{name}{{{labels}}} {number(value)}\n")
+        return "".join(lines)
+
+    return render
+
+
+def _stateset_template(
+    metric: JobMetric, values: Sequence[str], current: str, current_only: bool
+) -> str:
     """A whole StateSet as one template: two C-level replaces instead of one format per line."""
+    name, label = metric.sample_name, metric.labels[0]
+    if current_only:
+        values = ()
     lines = [
         f'{name}{{{_HEAD}{label}="{escape(value)}"{_TAIL}}} {"01"[value == current]}.0\n'
         for value in values
@@ -109,231 +210,60 @@ def _stateset(name: str, label: str, values: Sequence[str], current: str) -> str
     return "".join(lines)
 
 
-_STATE_NAMES = {provider: tuple(states) for provider, states in DOCUMENTED_STATES.items()}
-_STATESETS: dict[tuple[str, str], str] = {
-    (provider, state): _stateset("cloudjob_job_state", "state", states, state)
-    for provider, states in _STATE_NAMES.items()
-    for state in states
-}
-_PHASESETS = {phase: _stateset("cloudjob_job_phase", "phase", PHASES, phase) for phase in PHASES}
+def _stateset_renderer(metric: JobMetric, current_only: bool) -> Renderer:
+    stateset = metric.stateset
+    assert stateset is not None  # noqa: S101 - chosen by the caller
+    label = metric.labels[0]
+    # By (provider, current value); only documented values, which are few: clouds choose the rest.
+    templates: dict[tuple[str, str], str] = {}
 
-
-@dataclass(slots=True, eq=False)
-class _Entry:
-    """What the cached text of one job was rendered from (references, not copies)."""
-
-    key: JobKey
-    provider: str
-    labels: tuple[tuple[str, str], ...]
-    snapshot: JobSnapshot | None
-    failures: int
-    ok: bool | None
-    polled_at: float | None
-    text: str  # the job's labels, sorted, as on lines without a label of their own
-    group: _Group
-    seen: int = 0
-
-    @classmethod
-    def of(cls, job: JobState, group: _Group) -> _Entry:
-        return cls(
-            job.key,
-            job.provider,
-            job.labels,
-            job.snapshot,
-            job.failures,
-            job.last_poll_success,
-            job.last_poll_at,
-            _label_text(_job_labels(job.key, job.provider, job.labels)),
-            group,
-        )
-
-    def pairs(self) -> list[tuple[str, str]]:
-        return _job_labels(self.key, self.provider, self.labels)
-
-    def update(self, job: JobState) -> int:
-        """Take the job's current values; which stable families' text changed (bits)."""
-        if job.labels != self.labels or job.provider != self.provider:
-            self.labels, self.provider = job.labels, job.provider
-            self.text = _label_text(_job_labels(job.key, job.provider, job.labels))
-            changed = ALL_STABLE
-        else:
-            self.labels = job.labels  # equal; the same object makes the next check quicker
-            changed = 0
-        if job.snapshot is not self.snapshot:
-            changed |= _snapshot_changes(self.snapshot, job.snapshot)
-            self.snapshot = job.snapshot
-        if job.failures != self.failures:
-            self.failures = job.failures
-            changed |= 1 << FAILURES
-        if job.last_poll_success is not self.ok:
-            self.ok = job.last_poll_success
-            changed |= 1 << POLL_OK
-        if job.last_poll_at != self.polled_at:
-            self.polled_at = job.last_poll_at
-            changed |= 1 << POLL_AT
-        return changed
-
-
-def _around(pairs: list[tuple[str, str]], label: str) -> tuple[str, str]:
-    """A job's labels before and after `label` in sorted order, with their commas."""
-    cut = bisect.bisect_left(pairs, (label, ""))
-    head, tail = _label_text(pairs[:cut]), _label_text(pairs[cut:])
-    return (head + "," if head else ""), ("," + tail if tail else "")
-
-
-def _snapshot_changes(old: JobSnapshot | None, new: JobSnapshot | None) -> int:
-    if old is None or new is None:
-        return _SNAPSHOT_BITS
-    changed = 0
-    if old.job_type != new.job_type or old.queue_id != new.queue_id:
-        changed |= 1 << INFO
-    if old.state != new.state:
-        changed |= 1 << STATE
-    if old.phase != new.phase or old.failure_code != new.failure_code:
-        changed |= 1 << PHASE | 1 << FAILURE_INFO
-    for bit, before, after in (
-        (CREATED, old.created_at, new.created_at),
-        (UPDATED, old.updated_at, new.updated_at),
-        (STARTED, old.started_at, new.started_at),
-        (FINISHED, old.finished_at, new.finished_at),
-        (PROGRESS, old.progress, new.progress),
-    ):
-        if before != after:
-            changed |= 1 << bit
-    if old.assessments != new.assessments:
-        changed |= _ASSESSMENT_BITS
-    return changed
-
-
-Renderer = Callable[[_Entry, list[tuple[str, str]]], str]
-
-
-def _timestamp(name: str, value: Callable[[JobSnapshot], float | None]) -> Renderer:
-    def render(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-        snapshot = entry.snapshot
-        if snapshot is None:
+    def render(entry: _Entry, around: _Around, now: float) -> str:
+        job = entry.job
+        if job.snapshot is None:
             return ""
-        seconds = value(snapshot)
-        return "" if seconds is None else f"{name}{{{entry.text}}} {number(seconds)}\n"
+        current = stateset.current(job.snapshot)
+        template = templates.get((job.provider, current))
+        if template is None:
+            values = stateset.values(job.provider)
+            template = _stateset_template(metric, values, current, current_only)
+            if current in values:
+                templates[(job.provider, current)] = template
+        head, tail = around(label)
+        return template.replace(_HEAD, head).replace(_TAIL, tail)
 
     return render
 
 
-def _info(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    snapshot = entry.snapshot
-    if snapshot is None:
-        return ""
-    labels = [*pairs, ("job_type", snapshot.job_type)]
-    if snapshot.queue_id is not None:
-        labels.append(("queue_id", snapshot.queue_id))
-    return f"cloudjob_job_info{{{_label_text(sorted(labels))}}} 1.0\n"
-
-
-def _fill(template: str, pairs: list[tuple[str, str]], label: str) -> str:
-    head, tail = _around(pairs, label)
-    return template.replace(_HEAD, head).replace(_TAIL, tail)
-
-
-def _state(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    snapshot = entry.snapshot
-    if snapshot is None:
-        return ""
-    template = _STATESETS.get((entry.provider, snapshot.state))
-    if template is None:  # a state the documents do not list: not cached, clouds choose them
-        states = _STATE_NAMES.get(entry.provider, ())
-        template = _stateset("cloudjob_job_state", "state", states, snapshot.state)
-    return _fill(template, pairs, "state")
-
-
-def _phase(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    snapshot = entry.snapshot
-    return "" if snapshot is None else _fill(_PHASESETS[snapshot.phase.value], pairs, "phase")
-
-
-def _failures(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    return f"cloudjob_job_failures_total{{{entry.text}}} {number(entry.failures)}\n"
-
-
-def _failure_info(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    snapshot = entry.snapshot
-    if snapshot is None or snapshot.phase is not Phase.FAILED:
-        return ""
-    head, tail = _around(pairs, "code")
-    code = escape(snapshot.failure_code or "")
-    return f'cloudjob_job_failure_info{{{head}code="{code}"{tail}}} 1.0\n'
-
-
-def _assessment(name: str, attribute: str) -> Renderer:
-    def render(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-        snapshot = entry.snapshot
-        if snapshot is None or not snapshot.assessments:
-            return ""
-        head, tail = _around(pairs, "metric")
-        lines = []
-        for item in snapshot.assessments:
-            value = getattr(item, attribute)
-            if value is not None:
-                metric = escape(item.metric)
-                lines.append(f'{name}{{{head}metric="{metric}"{tail}}} {number(value)}\n')
-        return "".join(lines)
-
-    return render
-
-
-def _poll_ok(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    if entry.ok is None:
-        return ""
-    return f"cloudjob_job_last_poll_success{{{entry.text}}} {'1.0' if entry.ok else '0.0'}\n"
-
-
-def _poll_at(entry: _Entry, pairs: list[tuple[str, str]]) -> str:
-    if entry.polled_at is None:
-        return ""
-    return f"cloudjob_job_last_poll_timestamp_seconds{{{entry.text}}} {number(entry.polled_at)}\n"
-
-
-_RENDERERS: dict[int, Renderer] = {
-    INFO: _info,
-    STATE: _state,
-    PHASE: _phase,
-    CREATED: _timestamp("cloudjob_job_created_timestamp_seconds", lambda s: s.created_at),
-    UPDATED: _timestamp("cloudjob_job_updated_timestamp_seconds", lambda s: s.updated_at),
-    STARTED: _timestamp("cloudjob_job_started_timestamp_seconds", lambda s: s.started_at),
-    FINISHED: _timestamp("cloudjob_job_finished_timestamp_seconds", lambda s: s.finished_at),
-    PROGRESS: _timestamp("cloudjob_job_progress_ratio", lambda s: s.progress),
-    FAILURES: _failures,
-    FAILURE_INFO: _failure_info,
-    ACTUAL: _assessment("cloudjob_job_assessment_actual", "actual_value"),
-    STATUS: _assessment("cloudjob_job_assessment_status", "status"),
-    EXPECTED_MIN: _assessment("cloudjob_job_assessment_expected_min", "expected_min"),
-    EXPECTED_MAX: _assessment("cloudjob_job_assessment_expected_max", "expected_max"),
-    POLL_OK: _poll_ok,
-    POLL_AT: _poll_at,
-}
+def _renderer(metric: JobMetric, selection: MetricSelection) -> Renderer | None:
+    """How to render the family under `selection`; None when it is left out."""
+    if metric.name in selection.excluded:
+        return None
+    if metric.stateset is not None:
+        return _stateset_renderer(metric, selection.current_states_only)
+    if metric.value is not None:
+        return _value_renderer(metric)
+    return _samples_renderer(metric)
 
 
 @dataclass(slots=True, eq=False)
 class _Group:
     members: dict[JobKey, _Entry] = field(default_factory=dict)
-    pieces: list[Piece] = field(default_factory=lambda: [EMPTY] * len(JOB_FAMILIES))
+    pieces: list[Piece] = field(default_factory=lambda: [EMPTY] * len(JOB_METRICS))
     dirty: int = ALL_STABLE
 
-    def refresh(self) -> int:
+    def refresh(self, renderers: Sequence[Renderer | None], now: float) -> int:
         """Re-render and deflate the families marked dirty; which ones it did (bits)."""
-        dirty = [index for index in STABLE if self.dirty >> index & 1]
+        dirty = [index for index in STABLE if self.dirty >> index & 1 and renderers[index]]
         texts: list[list[str]] = [[] for _ in dirty]
-        renderers = [_RENDERERS[index] for index in dirty]
-        labelled = self.dirty & _LABELLED
-        pairs: list[tuple[str, str]] = []
+        chosen = [cast(Renderer, renderers[index]) for index in dirty]
         for entry in self.members.values():
-            if labelled:
-                pairs = entry.pairs()
-            for text, render in zip(texts, renderers, strict=True):
-                text.append(render(entry, pairs))
+            around = _Around(entry.job)
+            for text, render in zip(texts, chosen, strict=True):
+                text.append(render(entry, around, now))
         for index, text in zip(dirty, texts, strict=True):
             self.pieces[index] = compress("".join(text).encode())
-        done, self.dirty = self.dirty, 0
-        return done
+        self.dirty = 0
+        return _bits(dirty)
 
 
 class _Family(Collector):
@@ -347,9 +277,9 @@ class _Family(Collector):
 def _headers(openmetrics: bool) -> tuple[Piece, ...]:
     """Each family's HELP and TYPE lines, written by prometheus-client for an empty family."""
     pieces = []
-    for name, help_text, kind in JOB_FAMILIES:
+    for metric in JOB_METRICS:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Family(Metric(name, help_text, kind)))
+        registry.register(_Family(Metric(metric.name, metric.help, metric.type)))
         text = (
             generate_openmetrics(registry)  # type: ignore[no-untyped-call]
             if openmetrics
@@ -359,13 +289,22 @@ def _headers(openmetrics: bool) -> tuple[Piece, ...]:
     return tuple(pieces)
 
 
-@dataclass(frozen=True, slots=True)
-class RenderStats:
-    """What one render did, for the exporter's own metrics and the benchmark."""
-
-    jobs: int
-    groups: int
-    pieces_rendered: int
+def _moving(metric: JobMetric, jobs: Sequence[JobState], texts: list[str], now: float) -> Piece:
+    """A family that moves with the clock, for every job: its text is never cached."""
+    name, value = metric.sample_name + "{", metric.value
+    assert value is not None  # noqa: S101 - JobMetric allows no other kind to move
+    lines = []
+    for job, text in zip(jobs, texts, strict=True):
+        sample = value(job, now)
+        if sample is not None:
+            # repr() is what floatToGoString returns for these, at a third of the cost.
+            shown = (
+                repr(sample)
+                if 0.0 <= sample < 1e6 and sample.__class__ is float
+                else number(sample)
+            )
+            lines.append(f"{name}{text}}} {shown}\n")
+    return compress("".join(lines).encode())
 
 
 class JobExposition:
@@ -375,11 +314,16 @@ class JobExposition:
         self._groups: list[_Group] = [_Group()]
         self._entries: dict[JobKey, _Entry] = {}
         # Per family, its groups' pieces joined, kept until one of them changes.
-        self._joined: list[Piece | None] = [None] * len(JOB_FAMILIES)
+        self._joined: list[Piece | None] = [None] * len(JOB_METRICS)
         self._generation = 0
         self._headers = {TEXT: _headers(False), OPENMETRICS: _headers(True)}
-        self.last = RenderStats(0, 1, 0)
+        self._selection = ALL
+        self._renderers = self._renderers_for(ALL)
         self._mutex = threading.Lock()
+
+    @staticmethod
+    def _renderers_for(selection: MetricSelection) -> tuple[Renderer | None, ...]:
+        return tuple(_renderer(metric, selection) for metric in JOB_METRICS)
 
     def _regroup(self, jobs: int) -> None:
         """Keep ~64 jobs per group as the job count grows or shrinks by 2x or more."""
@@ -394,12 +338,22 @@ class JobExposition:
         if wanted != count:
             self._reset(wanted)
 
-    def render(self, jobs: Sequence[JobState], now: float, tail: bytes, fmt: str = TEXT) -> bytes:
-        """gzip of the per-job families followed by `tail` (the other families, already in
-        `fmt`, # EOF included for OpenMetrics)."""
+    def render(
+        self,
+        jobs: Sequence[JobState],
+        now: float,
+        tail: bytes,
+        fmt: str = TEXT,
+        selection: MetricSelection = ALL,
+    ) -> bytes:
+        """gzip of the per-job families `selection` keeps, followed by `tail` (the other
+        families, already in `fmt`, # EOF included for OpenMetrics)."""
         # The app's asyncio lock queues scrapes, but a scrape cancelled while its thread renders
         # releases that lock early: this one keeps two threads out of the cache at once.
         with self._mutex:
+            if selection != self._selection:  # a reload changed it: the cached text is moot
+                self._selection, self._renderers = selection, self._renderers_for(selection)
+                self._reset(len(self._groups))
             try:
                 return self._render(jobs, now, tail, fmt)
             except BaseException:
@@ -411,56 +365,47 @@ class JobExposition:
     def _reset(self, groups: int) -> None:
         self._groups = [_Group() for _ in range(groups)]
         self._entries = {}
-        self._joined = [None] * len(JOB_FAMILIES)
+        self._joined = [None] * len(JOB_METRICS)
 
     def _render(self, jobs: Sequence[JobState], now: float, tail: bytes, fmt: str) -> bytes:
         self._regroup(len(jobs))
         self._generation += 1
         generation = self._generation
-        groups, entries = self._groups, self._entries
+        groups, entries, renderers = self._groups, self._entries, self._renderers
         mask = len(groups) - 1
-        ages: list[str] = []
-        age_name = "cloudjob_job_age_seconds{"
+        texts: list[str] = []  # each job's label text, in the jobs' order
         for job in jobs:
             entry = entries.get(job.key)
             if entry is None:
                 group = groups[hash(job.key) & mask]
                 entry = group.members[job.key] = entries[job.key] = _Entry.of(job, group)
                 group.dirty = ALL_STABLE
-            elif (
-                job.snapshot is not entry.snapshot
-                or job.last_poll_at != entry.polled_at
-                or job.last_poll_success is not entry.ok
-                or job.failures != entry.failures
-                or job.labels is not entry.labels
-            ):
+            elif job is not entry.job:
                 entry.group.dirty |= entry.update(job)
             entry.seen = generation
-            snapshot = job.snapshot
-            if snapshot is not None and snapshot.created_at is not None:
-                age = now - snapshot.created_at
-                # repr() is what floatToGoString returns for these, at a third of the cost.
-                shown = repr(age) if 0.0 <= age < 1e6 else number(max(0.0, age))
-                ages.append(f"{age_name}{entry.text}}} {shown}\n")
+            texts.append(entry.text)
         if len(entries) > len(jobs):  # some jobs are gone: drop them and their groups' text
             for key in [key for key, entry in entries.items() if entry.seen != generation]:
                 group = entries.pop(key).group
                 del group.members[key]
                 group.dirty = ALL_STABLE
         changed = 0
-        rendered = 0
         for group in groups:
             if group.dirty:
-                done = group.refresh()
-                changed |= done
-                rendered += done.bit_count()
-        self.last = RenderStats(len(jobs), len(groups), rendered)
+                changed |= group.refresh(renderers, now)
+        moved = {
+            index: _moving(JOB_METRICS[index], jobs, texts, now)
+            for index in _MOVING
+            if renderers[index] is not None
+        }
         headers = self._headers[fmt]
         pieces: list[Piece] = []
-        for index in range(len(JOB_FAMILIES)):
+        for index, render in enumerate(renderers):
+            if render is None:
+                continue
             pieces.append(headers[index])
-            if index == AGE:
-                pieces.append(compress("".join(ages).encode()))
+            if index in moved:
+                pieces.append(moved[index])
                 continue
             joined = self._joined[index]
             if joined is None or changed >> index & 1:
@@ -468,11 +413,6 @@ class JobExposition:
             pieces.append(joined)
         pieces.append(compress(tail))
         return assemble(pieces)
-
-
-def inflate(body: bytes) -> bytes:
-    """The plain text of a body from `JobExposition.render`, whole."""
-    return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
 
 
 def inflate_pieces(body: bytes, size: int = 1 << 20) -> Iterator[bytes]:

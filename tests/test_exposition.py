@@ -1,16 +1,18 @@
 """The fast per-job exposition against prometheus-client's rendering of the same jobs.
 
-`collector.job_families` builds the per-job families sample by sample through prometheus-client;
-`exposition.JobExposition` renders from a cache of deflated text. For any sequence of job
-states the two must parse to the same families, HELP, TYPE, samples and values, in the text
-format and in OpenMetrics, scrape after scrape (the cache must never serve stale text).
+`tests/reference_exposition.py` builds the per-job families sample by sample through
+prometheus-client; `exposition.JobExposition` renders from a cache of deflated text. For any
+sequence of job states the two must parse to the same families, HELP, TYPE, samples and values,
+in the text format and in OpenMetrics, scrape after scrape (the cache must never serve stale
+text).
 """
 
 from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,22 +20,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
-from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import CollectorRegistry
 
 from exporter.clouds import DOCUMENTED_STATES
-from exporter.collector import job_families
-from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate
+from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
 from exporter.gzip_segments import compress, crc_shift
+from exporter.metric_selection import ALL, MetricSelection
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
 from tests.conftest import promtool_check_metrics
+from tests.reference_exposition import JobFamilies
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_700_000_000.0
@@ -42,24 +44,28 @@ EOF_LINE = b"# EOF\n"
 Parsed = dict[str, tuple[str, str, list[tuple[str, tuple[tuple[str, str], ...], str]]]]
 
 
-class _Jobs(Collector):
-    def __init__(self, jobs: Sequence[JobState], now: float) -> None:
-        self._jobs, self._now = jobs, now
-
-    def collect(self) -> Iterator[Metric]:
-        yield from job_families(self._jobs, self._now)
+def inflate(body: bytes) -> bytes:
+    return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
 
 
-def naive(jobs: Sequence[JobState], now: float, fmt: str) -> bytes:
+def naive(
+    jobs: Sequence[JobState], now: float, fmt: str, selection: MetricSelection = ALL
+) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Jobs(jobs, now))
+    registry.register(JobFamilies(jobs, now, selection))
     if fmt == OPENMETRICS:
         return generate_openmetrics(registry)  # type: ignore[no-untyped-call,no-any-return]
     return generate_latest(registry)
 
 
-def fast(exposition: JobExposition, jobs: Sequence[JobState], now: float, fmt: str) -> bytes:
-    body = exposition.render(jobs, now, EOF_LINE if fmt == OPENMETRICS else b"", fmt)
+def fast(
+    exposition: JobExposition,
+    jobs: Sequence[JobState],
+    now: float,
+    fmt: str,
+    selection: MetricSelection = ALL,
+) -> bytes:
+    body = exposition.render(jobs, now, EOF_LINE if fmt == OPENMETRICS else b"", fmt, selection)
     plain = inflate(body)
     assert gzip.decompress(body) == plain  # the standard library's reader agrees
     return plain
@@ -80,9 +86,15 @@ def parsed(text: bytes, fmt: str) -> Parsed:
     }
 
 
-def assert_same(exposition: JobExposition, jobs: Sequence[JobState], now: float = NOW) -> None:
+def assert_same(
+    exposition: JobExposition,
+    jobs: Sequence[JobState],
+    now: float = NOW,
+    selection: MetricSelection = ALL,
+) -> None:
     for fmt in (TEXT, OPENMETRICS):
-        assert parsed(fast(exposition, jobs, now, fmt), fmt) == parsed(naive(jobs, now, fmt), fmt)
+        ours = parsed(fast(exposition, jobs, now, fmt, selection), fmt)
+        assert ours == parsed(naive(jobs, now, fmt, selection), fmt)
 
 
 def huawei_snapshot(job_id: str, state: str, seed: int) -> JobSnapshot:
@@ -176,6 +188,21 @@ def test_scrape_after_scrape_the_cache_follows_every_change_and_removal() -> Non
         assert_same(exposition, list(jobs.values()), NOW + step)
 
 
+def test_a_changed_selection_renders_as_prometheus_client_does_from_the_next_scrape() -> None:
+    """metrics.exclude and metrics.state_series change on a reload: the cache must follow."""
+    exposition = JobExposition()
+    jobs = [job(i) for i in range(200)]
+    for chosen in (
+        ALL,
+        MetricSelection.of(["re:cloudjob_job_assessment_.*", "cloudjob_job_info"], "current"),
+        MetricSelection.of(["cloudjob_job_age_seconds", "cloudjob_job_failures_total"], "all"),
+        MetricSelection.of([], "current"),
+        ALL,
+    ):
+        assert_same(exposition, jobs, NOW, chosen)
+        jobs[4] = job(4, seed=len(chosen.excluded) + 1)  # and a job moves on meanwhile
+
+
 def test_growing_and_shrinking_past_the_group_thresholds_keeps_every_job() -> None:
     exposition = JobExposition()
     for size in (1, 130, 131, 600, 2100, 2100, 400, 90, 0, 70):
@@ -234,14 +261,18 @@ def job_states(draw: st.DrawFn) -> JobState:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(job_states(), max_size=6), min_size=1, max_size=5))
+@given(
+    st.lists(st.lists(job_states(), max_size=6), min_size=1, max_size=5),
+    st.sampled_from(["all", "current"]),
+)
 def test_any_sequence_of_job_states_renders_as_prometheus_client_does(
-    scrapes: list[list[JobState]],
+    scrapes: list[list[JobState]], state_series: str
 ) -> None:
     exposition = JobExposition()
+    chosen = MetricSelection.of([], state_series)
     for jobs in scrapes:
         unique = list({state.key: state for state in jobs}.values())  # the store has one each
-        assert_same(exposition, unique)
+        assert_same(exposition, unique, NOW, chosen)
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8))
@@ -297,8 +328,6 @@ def test_headers_are_prometheus_clients_own(fmt: str) -> None:
 
 
 def test_the_plain_text_comes_out_in_bounded_pieces_that_add_up_to_the_whole() -> None:
-    from exporter.exposition import inflate_pieces
-
     body = JobExposition().render([job(i) for i in range(2000)], NOW, b"", TEXT)
     pieces = list(inflate_pieces(body, size=100_000))
     assert len(pieces) > 10

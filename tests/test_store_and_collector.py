@@ -8,10 +8,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter.collector import JobCollector
 from exporter.model import Assessment, NotFoundError, UpstreamError
 from exporter.store import JobKey, JobState, Store, Tombstone
 from tests.conftest import job_with_every_field_set, promtool_check_metrics, snapshot
+from tests.reference_exposition import ReferenceCollector
 from tests.support import series
 
 KEY = JobKey("hw", "job-1")
@@ -19,7 +19,7 @@ KEY = JobKey("hw", "job-1")
 
 def _render(store: Store, now: float = 2000.0) -> bytes:
     registry = CollectorRegistry()
-    registry.register(JobCollector(store.view, lambda: now))
+    registry.register(ReferenceCollector(store.view, lambda: now))
     return generate_latest(registry)
 
 
@@ -199,7 +199,7 @@ def test_the_openmetrics_rendering_parses() -> None:
     store.record_success(KEY, snapshot("FAILED", failure_code="E1"), 1000.0)
     store.on_exchange("hw", "huawei_metastudio", "200", 0.03)
     registry = CollectorRegistry()
-    registry.register(JobCollector(store.view, lambda: 2000.0))
+    registry.register(ReferenceCollector(store.view, lambda: 2000.0))
     families = {
         f.name: f for f in text_string_to_metric_families(generate_openmetrics(registry).decode())
     }

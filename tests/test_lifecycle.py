@@ -211,8 +211,8 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
     run_exporter: Callable[[str], ExporterProcess],
     tmp_path: Path,
 ) -> None:
-    """The issue's acceptance, on the real exporter process: terminal_retention 3s, a job
-    that failed for good listed in `jobs`."""
+    """The whole promise on the real exporter process: terminal_retention 3s, a job that
+    failed for good listed in `jobs`."""
     text = (
         forgetting_config(failing_cloud[1], "job-0 job-1", f"state_file: {tmp_path / 's.db'}\n")
         .replace("terminal_retention: 1s", "terminal_retention: 3s")

@@ -42,7 +42,7 @@ DEFAULT_POLL_SIZES = (1_000, 10_000)
 DEFAULT_SCRAPE_SIZES = (1_000, 10_000, 50_000)
 QUICK_POLL_SIZES = (50,)
 QUICK_SCRAPE_SIZES = (50, 100)
-# The targets.
+# The targets `Targets: N of M met` counts (docs/performance.md lists them).
 SDK_RATIO_TARGET = 8.0
 BARE_RATIO_TARGET = 0.70
 BYTES_PER_JOB_TARGET = 6 * 1024

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from pytest_aiohttp.plugin import AiohttpServer as ServerFactory
 
 from exporter.accounts import HuaweiAccount
 from exporter.app import create_app
@@ -18,6 +15,7 @@ from exporter.config import ConfigError, JobConfig, Overlay, load_settings
 from exporter.runtime import RUNTIME
 from exporter.simulator.metastudio import DEMO_SECRET_KEY
 from exporter.simulator.tencent_ci import DEMO_TENCENT_SECRET_KEY
+from tests.support import ServerFactory, scrape, scrape_until
 
 DEMO_ACCOUNTS = {cloud.demo_account for cloud in CLOUDS}
 HW = HuaweiAccount(provider="huawei_metastudio", region="r", project_id="p")
@@ -61,21 +59,15 @@ def test_an_overlay_adds_accounts_and_jobs_and_refuses_a_name_the_config_uses() 
     assert caught.value.problems == ["accounts.demo-x: this name is reserved for --demo"]
 
 
-async def _metrics(server: TestServer) -> str:
-    async with aiohttp.ClientSession() as session, session.get(server.make_url("/metrics")) as r:
-        return await r.text()
+def _demo_series(text: str) -> set[str]:
+    """The demo accounts that have job series in an exposition."""
+    return {name for name in DEMO_ACCOUNTS if f'cloudjob_job_state{{account="{name}"' in text}
 
 
-async def _demo_series(server: TestServer) -> set[str]:
-    """The demo accounts that have job series, waiting (10 s at most) for both to show."""
-    seen: set[str] = set()
-    for _ in range(100):
-        text = await _metrics(server)
-        seen = {name for name in DEMO_ACCOUNTS if f'cloudjob_job_state{{account="{name}"' in text}
-        if seen == DEMO_ACCOUNTS:
-            break
-        await asyncio.sleep(0.1)
-    return seen
+async def _both_demo_accounts_polled(server: TestServer) -> None:
+    await scrape_until(
+        server, lambda text: _demo_series(text) == DEMO_ACCOUNTS, what="both demo accounts"
+    )
 
 
 async def test_demo_accounts_are_polled_and_survive_reloads_and_secrets_stay_out_of_logs(
@@ -89,7 +81,7 @@ async def test_demo_accounts_are_polled_and_survive_reloads_and_secrets_stay_out
     )
     runtime = server.app[RUNTIME]
     assert set(runtime.settings.accounts) >= DEMO_ACCOUNTS
-    assert await _demo_series(server) == DEMO_ACCOUNTS
+    await _both_demo_accounts_polled(server)
 
     path.write_text("poll_interval: 0.3\n")
     assert await runtime.reload("test") == (True, [])
@@ -97,7 +89,7 @@ async def test_demo_accounts_are_polled_and_survive_reloads_and_secrets_stay_out
     assert DEMO_ACCOUNTS <= set(runtime.settings.accounts) == set(runtime.providers)
     assert {job.account for job in runtime.settings.jobs} == DEMO_ACCOUNTS
     assert any(name.startswith("discovery demo-") for name in runtime._tasks)
-    assert await _demo_series(server) == DEMO_ACCOUNTS
+    await _both_demo_accounts_polled(server)
 
     # A reload that takes a reserved name is refused; the demo keeps running.
     path.write_text(
@@ -108,7 +100,7 @@ async def test_demo_accounts_are_polled_and_survive_reloads_and_secrets_stay_out
     assert runtime.settings.poll_interval == 0.3
     for secret in (DEMO_SECRET_KEY, DEMO_TENCENT_SECRET_KEY):
         assert secret not in caplog.text
-        assert secret not in await _metrics(server)
+        assert secret not in await scrape(server)
 
 
 async def test_a_config_using_a_demo_name_stops_the_start_with_one_line(

@@ -33,6 +33,7 @@ from tests.support import (
     scrape,
     scrape_until,
     value,
+    value_or_fail,
 )
 from tests.test_job_api import AUTH, PROJECT, call, exporter
 from tests.test_state_and_reload import _until
@@ -194,8 +195,14 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         )
         path.write_text(both.replace(tencent, ""))
         assert (await server.app[RUNTIME].reload("test"))[0]
-        await asyncio.sleep(0.7)  # two discovery intervals: a leftover run would show
-        text = await scrape(server)
+        # Four more polls of hw's job (0.2s apart) span two discovery intervals (0.3s): time in
+        # which a discovery run left over from tc would have shown.
+        hw_errors = value_or_fail(text, "cloudjob_poll_errors_total", account="hw")
+        text = await scrape_until(
+            server,
+            lambda t: (value(t, "cloudjob_poll_errors_total", account="hw") or 0) >= hw_errors + 4,
+            what="four more polls of hw's job",
+        )
         assert 'account="tc"' not in text
         # The account that stays keeps its own.
         assert 'cloudjob_poll_errors_total{account="hw"' in text

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Literal, cast
+from typing import Literal
 
 from exporter.clouds import DOCUMENTED_STATES
 from exporter.model import JobSnapshot, Phase
@@ -98,11 +98,11 @@ def _snapshot_gauge(name: str, help: str, attribute: str) -> JobMetric:
     """A gauge holding one JobSnapshot attribute: no sample before the first good poll or
     while the cloud does not report it."""
 
-    read = attrgetter(attribute)
+    read: Callable[[JobSnapshot], float | None] = attrgetter(attribute)
 
     def value(job: JobState, now: float) -> float | None:
         snapshot = job.snapshot
-        return None if snapshot is None else cast(float | None, read(snapshot))
+        return None if snapshot is None else read(snapshot)
 
     return JobMetric(name, help, "gauge", reads=(f"snapshot.{attribute}",), value=value)
 
@@ -154,10 +154,10 @@ def _documented_states(provider: str) -> Sequence[str]:
 
 def _job_attribute(name: str, help: str, kind: Kind, attribute: str) -> JobMetric:
     """A family holding one JobState attribute as it is."""
-    read = attrgetter(attribute)
+    read: Callable[[JobState], float | None] = attrgetter(attribute)
 
     def value(job: JobState, now: float) -> float | None:
-        return cast(float | None, read(job))
+        return read(job)
 
     return JobMetric(name, help, kind, reads=(attribute,), value=value)
 

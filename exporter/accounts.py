@@ -114,6 +114,14 @@ class CloudAccount(Strict):
         ]
 
 
+def _one_source_each(auth: BaseModel, secrets: tuple[str, ...]) -> None:
+    """Each secret comes from its `<name>_env` variable or its `<name>_file`, never both: with
+    both set, which one wins would be a guess."""
+    for name in secrets:
+        if getattr(auth, f"{name}_env") is not None and getattr(auth, f"{name}_file") is not None:
+            raise ValueError(f"set {name}_env or {name}_file, not both")
+
+
 class HuaweiAuth(Strict):
     """Exactly one way in: AK/SK (signed requests) or an IAM token (X-Auth-Token)."""
 
@@ -133,12 +141,7 @@ class HuaweiAuth(Strict):
                 "set either AK/SK (ak_env/sk_env, ak_file/sk_file) or a token "
                 "(token_env/token_file), not both"
             )
-        if self.token_env is not None and self.token_file is not None:
-            raise ValueError("set token_env or token_file, not both")
-        if self.ak_env is not None and self.ak_file is not None:
-            raise ValueError("set ak_env or ak_file, not both")
-        if self.sk_env is not None and self.sk_file is not None:
-            raise ValueError("set sk_env or sk_file, not both")
+        _one_source_each(self, ("token", "ak", "sk"))
         return self
 
     @property
@@ -173,12 +176,7 @@ class TencentAuth(Strict):
 
     @model_validator(mode="after")
     def _one_source_each(self) -> TencentAuth:
-        for name in ("secret_id", "secret_key", "token"):
-            if (
-                getattr(self, f"{name}_env") is not None
-                and getattr(self, f"{name}_file") is not None
-            ):
-                raise ValueError(f"set {name}_env or {name}_file, not both")
+        _one_source_each(self, ("secret_id", "secret_key", "token"))
         return self
 
 

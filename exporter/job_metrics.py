@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from exporter.clouds import DOCUMENTED_STATES
@@ -93,13 +94,17 @@ class JobMetric:
                 yield ((label, current),), 1.0
 
 
-def _snapshot_value(
-    read: Callable[[JobSnapshot], float | None],
-) -> Callable[[JobState, float], float | None]:
-    def value(job: JobState, now: float) -> float | None:
-        return None if job.snapshot is None else read(job.snapshot)
+def _snapshot_gauge(name: str, help: str, attribute: str) -> JobMetric:
+    """A gauge holding one JobSnapshot attribute: no sample before the first good poll or
+    while the cloud does not report it."""
 
-    return value
+    read: Callable[[JobSnapshot], float | None] = attrgetter(attribute)
+
+    def value(job: JobState, now: float) -> float | None:
+        snapshot = job.snapshot
+        return None if snapshot is None else read(snapshot)
+
+    return JobMetric(name, help, "gauge", reads=(f"snapshot.{attribute}",), value=value)
 
 
 def _age(job: JobState, now: float) -> float | None:
@@ -126,7 +131,10 @@ def _failure_info(job: JobState) -> Iterator[Sample]:
         yield (("code", snapshot.failure_code or ""),), 1.0
 
 
-def _assessment(attribute: str) -> Callable[[JobState], Iterator[Sample]]:
+def _assessment_gauge(name: str, help: str, attribute: str) -> JobMetric:
+    """A gauge holding one attribute of every assessment, one series per assessment metric;
+    an assessment without that attribute has no series."""
+
     def samples(job: JobState) -> Iterator[Sample]:
         if job.snapshot is None:
             return
@@ -135,18 +143,28 @@ def _assessment(attribute: str) -> Callable[[JobState], Iterator[Sample]]:
             if value is not None:
                 yield (("metric", item.metric),), float(value)
 
-    return samples
+    return JobMetric(
+        name, help, "gauge", reads=("snapshot.assessments",), labels=("metric",), samples=samples
+    )
 
 
 def _documented_states(provider: str) -> Sequence[str]:
     return tuple(DOCUMENTED_STATES.get(provider, ()))
 
 
+def _job_attribute(name: str, help: str, kind: Kind, attribute: str) -> JobMetric:
+    """A family holding one JobState attribute as it is."""
+    read: Callable[[JobState], float | None] = attrgetter(attribute)
+
+    def value(job: JobState, now: float) -> float | None:
+        return read(job)
+
+    return JobMetric(name, help, kind, reads=(attribute,), value=value)
+
+
 def _poll_success(job: JobState, now: float) -> float | None:
     return None if job.last_poll_success is None else float(job.last_poll_success)
 
-
-_ASSESSMENT = ("snapshot.assessments",)
 
 JOB_METRICS: tuple[JobMetric, ...] = (
     JobMetric(
@@ -175,33 +193,25 @@ JOB_METRICS: tuple[JobMetric, ...] = (
         labels=("phase",),
         stateset=StateSet(lambda provider: PHASES, lambda snapshot: snapshot.phase.value),
     ),
-    JobMetric(
+    _snapshot_gauge(
         "cloudjob_job_created_timestamp_seconds",
         "When the cloud created the job, Unix time.",
-        "gauge",
-        reads=("snapshot.created_at",),
-        value=_snapshot_value(lambda snapshot: snapshot.created_at),
+        "created_at",
     ),
-    JobMetric(
+    _snapshot_gauge(
         "cloudjob_job_updated_timestamp_seconds",
         "When the job's state last changed according to the cloud, Unix time." + _POLLED,
-        "gauge",
-        reads=("snapshot.updated_at",),
-        value=_snapshot_value(lambda snapshot: snapshot.updated_at),
+        "updated_at",
     ),
-    JobMetric(
+    _snapshot_gauge(
         "cloudjob_job_started_timestamp_seconds",
         "When the job started running according to the cloud, Unix time (where reported).",
-        "gauge",
-        reads=("snapshot.started_at",),
-        value=_snapshot_value(lambda snapshot: snapshot.started_at),
+        "started_at",
     ),
-    JobMetric(
+    _snapshot_gauge(
         "cloudjob_job_finished_timestamp_seconds",
         "When the job finished according to the cloud, Unix time (terminal jobs only).",
-        "gauge",
-        reads=("snapshot.finished_at",),
-        value=_snapshot_value(lambda snapshot: snapshot.finished_at),
+        "finished_at",
     ),
     JobMetric(
         "cloudjob_job_age_seconds",
@@ -211,20 +221,17 @@ JOB_METRICS: tuple[JobMetric, ...] = (
         value=_age,
         moving=True,
     ),
-    JobMetric(
+    _snapshot_gauge(
         "cloudjob_job_progress_ratio",
         "Progress of a running job from 0 to 1, where the cloud reports it." + _POLLED,
-        "gauge",
-        reads=("snapshot.progress",),
-        value=_snapshot_value(lambda snapshot: snapshot.progress),
+        "progress",
     ),
-    JobMetric(
+    _job_attribute(
         "cloudjob_job_failures",
         "Entries into the failed phase the exporter has observed (a job first seen failed "
         "counts once; leaving and re-entering counts again).",
         "counter",
-        reads=("failures",),
-        value=lambda job, now: job.failures,
+        "failures",
     ),
     JobMetric(
         "cloudjob_job_failure",
@@ -234,38 +241,26 @@ JOB_METRICS: tuple[JobMetric, ...] = (
         labels=("code",),
         samples=_failure_info,
     ),
-    JobMetric(
+    _assessment_gauge(
         "cloudjob_job_assessment_actual",
         "Measured value of an assessment metric (unit as the cloud reports it)." + _POLLED,
-        "gauge",
-        reads=_ASSESSMENT,
-        labels=("metric",),
-        samples=_assessment("actual_value"),
+        "actual_value",
     ),
-    JobMetric(
+    _assessment_gauge(
         "cloudjob_job_assessment_status",
         "Whether an assessment metric is in its expected range: -1 below, 0 within, 1 above."
         + _POLLED,
-        "gauge",
-        reads=_ASSESSMENT,
-        labels=("metric",),
-        samples=_assessment("status"),
+        "status",
     ),
-    JobMetric(
+    _assessment_gauge(
         "cloudjob_job_assessment_expected_min",
         "Lower bound of an assessment metric's range.",
-        "gauge",
-        reads=_ASSESSMENT,
-        labels=("metric",),
-        samples=_assessment("expected_min"),
+        "expected_min",
     ),
-    JobMetric(
+    _assessment_gauge(
         "cloudjob_job_assessment_expected_max",
         "Upper bound of an assessment metric's range.",
-        "gauge",
-        reads=_ASSESSMENT,
-        labels=("metric",),
-        samples=_assessment("expected_max"),
+        "expected_max",
     ),
     JobMetric(
         "cloudjob_job_last_poll_success",
@@ -274,13 +269,12 @@ JOB_METRICS: tuple[JobMetric, ...] = (
         reads=("last_poll_success",),
         value=_poll_success,
     ),
-    JobMetric(
+    _job_attribute(
         "cloudjob_job_last_poll_timestamp_seconds",
         "When the job was last polled, successfully or not, Unix time: the freshness of its "
         "series.",
         "gauge",
-        reads=("last_poll_at",),
-        value=lambda job, now: job.last_poll_at,
+        "last_poll_at",
     ),
 )
 

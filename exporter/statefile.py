@@ -101,6 +101,19 @@ class StateFileError(Exception):
 
 # -- the snapshot codec --------------------------------------------------------------------
 
+# An assessment's attributes beside `metric`, each stored as it is under its own name; one list
+# for both directions, and a renamed attribute fails loudly instead of changing the file.
+_ASSESSMENT_VALUES = (
+    "expected",
+    "actual",
+    "suggestion",
+    "suggestion_en",
+    "status",
+    "actual_value",
+    "expected_min",
+    "expected_max",
+)
+
 
 def encode_snapshot(snapshot: JobSnapshot) -> dict[str, Any]:
     """Field by field, so renaming a class attribute cannot silently change the file; the
@@ -118,17 +131,7 @@ def encode_snapshot(snapshot: JobSnapshot) -> dict[str, Any]:
         "failure_code": snapshot.failure_code,
         "failure_reason": snapshot.failure_reason,
         "assessments": [
-            {
-                "metric": item.metric,
-                "expected": item.expected,
-                "actual": item.actual,
-                "suggestion": item.suggestion,
-                "suggestion_en": item.suggestion_en,
-                "status": item.status,
-                "actual_value": item.actual_value,
-                "expected_min": item.expected_min,
-                "expected_max": item.expected_max,
-            }
+            {"metric": item.metric, **{name: getattr(item, name) for name in _ASSESSMENT_VALUES}}
             for item in snapshot.assessments
         ],
         "suggestion": snapshot.suggestion,
@@ -156,15 +159,7 @@ def decode_snapshot(document: Mapping[str, Any]) -> JobSnapshot:
         failure_reason=document.get("failure_reason"),
         assessments=tuple(
             Assessment(
-                metric=str(item["metric"]),
-                expected=item.get("expected"),
-                actual=item.get("actual"),
-                suggestion=item.get("suggestion"),
-                suggestion_en=item.get("suggestion_en"),
-                status=item.get("status"),
-                actual_value=item.get("actual_value"),
-                expected_min=item.get("expected_min"),
-                expected_max=item.get("expected_max"),
+                metric=str(item["metric"]), **{name: item.get(name) for name in _ASSESSMENT_VALUES}
             )
             for item in document.get("assessments", ())
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -223,25 +223,23 @@ def test_unparseable_fields_are_counted_per_provider_and_field() -> None:
 def test_completed_durations_are_observed_once_per_run_with_start_finish_and_queue() -> None:
     from exporter.model import JobSnapshot, Phase
 
-    def tencent(state: str, phase: Phase, terminal: bool, **fields: object) -> JobSnapshot:
-        return JobSnapshot(
-            job_id="t1",
-            job_type="Translation",
-            state=state,
-            phase=phase,
-            terminal=terminal,
-            queue_id="q1",
-            created_at=1000.0,
-            **fields,
-        )  # type: ignore[arg-type]
-
+    # A run as first seen (no start or progress yet), then running, then done.
+    created = JobSnapshot(
+        "t1", "Translation", "Running", Phase.RUNNING, False, created_at=1000.0, queue_id="q1"
+    )
+    running = replace(created, started_at=1010.0, progress=0.4)
+    done = replace(
+        running,
+        state="Success",
+        phase=Phase.SUCCEEDED,
+        terminal=True,
+        finished_at=1090.0,
+        progress=None,
+    )
     key = JobKey("tc", "t1")
     store = Store()
     store.track(key, "tencent_ci", {})
-    store.record_success(
-        key, tencent("Running", Phase.RUNNING, False, started_at=1010.0, progress=0.4), 1100.0
-    )
-    done = tencent("Success", Phase.SUCCEEDED, True, started_at=1010.0, finished_at=1090.0)
+    store.record_success(key, running, 1100.0)
     store.record_success(key, done, 1200.0)
     store.record_success(key, done, 1300.0)  # seen again: not a second observation
     text = _render(store)
@@ -273,7 +271,7 @@ def test_completed_durations_are_observed_once_per_run_with_start_finish_and_que
         "Cancel": 0,
     }
     # A new run of the same job (it left the terminal state) is observed again when it ends.
-    store.record_success(key, tencent("Running", Phase.RUNNING, False), 1400.0)
+    store.record_success(key, created, 1400.0)
     assert series(_render(store), "cloudjob_job_progress_ratio") == {}
     store.record_success(key, done, 1500.0)
     assert f"cloudjob_completed_job_duration_seconds_count{{{labels}}} 2.0".encode() in _render(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from exporter.simulator.scripts import (
     UNPARSEABLE_ASSESSMENT,
     Failure,
     Script,
-    Step,
+    ScriptLike,
     script_of,
 )
 
@@ -165,7 +165,7 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
     def add_job(
         self,
         job_id: str,
-        script: Script | Sequence[Step | tuple[str, float]],
+        script: ScriptLike,
         *,
         millis: bool = False,
         loop: bool = False,

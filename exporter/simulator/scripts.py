@@ -122,7 +122,11 @@ class Script:
         return None
 
 
-def script_of(steps: Script | Sequence[Step | tuple[str, float]], name: str = "custom") -> Script:
+# What a simulator's `add_job` takes: a ready Script, or (state, seconds) pairs for tests.
+ScriptLike = Script | Sequence[Step | tuple[str, float]]
+
+
+def script_of(steps: ScriptLike, name: str = "custom") -> Script:
     """Accept a ready Script or, for tests, bare (state, seconds) pairs with in-range results."""
     if isinstance(steps, Script):
         return steps

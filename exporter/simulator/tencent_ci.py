@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 from exporter.signing import tencent
 from exporter.simulator.faults import FaultDialect
 from exporter.simulator.scripted import Override, Position, ScriptedSimulator
-from exporter.simulator.scripts import Failure, Script, Step, script_of
+from exporter.simulator.scripts import Failure, Script, ScriptLike, script_of
 from exporter.simulator.tencent_scripts import (
     CANCELLED,
     FAILED,
@@ -385,7 +385,7 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
     def add_job(
         self,
         job_id: str,
-        script: Script | Sequence[Step | tuple[str, float]],
+        script: ScriptLike,
         *,
         tag: str = "Translation",
         queue_id: str = DEFAULT_QUEUE_ID,

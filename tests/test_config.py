@@ -6,9 +6,9 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from exporter.accounts import TencentAccount
+from exporter.accounts import HuaweiAuth, TencentAccount, TencentAuth
 from exporter.clouds import CLOUDS
 from exporter.config import (
     ConfigError,
@@ -332,3 +332,21 @@ def test_reload_check_interval_takes_a_duration_from_the_environment(
 ) -> None:
     monkeypatch.setenv("CLOUDJOB_RELOAD_CHECK_INTERVAL", "0s")
     assert load_settings(_write(tmp_path, "")).reload_check_interval == 0.0
+
+
+@pytest.mark.parametrize(
+    ("model", "secret"),
+    [
+        (HuaweiAuth, "ak"),
+        (HuaweiAuth, "sk"),
+        (HuaweiAuth, "token"),
+        (TencentAuth, "secret_id"),
+        (TencentAuth, "secret_key"),
+        (TencentAuth, "token"),
+    ],
+)
+def test_a_secret_from_both_a_variable_and_a_file_is_refused_naming_both_keys(
+    model: type[BaseModel], secret: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"set {secret}_env or {secret}_file, not both"):
+        model.model_validate({f"{secret}_env": "SOME_VAR", f"{secret}_file": "/run/secret"})

@@ -18,7 +18,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards.ports import served_at
+from exporter.simulator.metastudio import Simulator, start_simulator
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -102,7 +104,10 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
-# --- simulated time ----------------------------------------------------------------------------
+# --- simulated time and clouds -----------------------------------------------------------------
+
+# A fixed moment for simulated clocks (2025-06-15T23:06:40+08:00), so answers are repeatable.
+T0 = 1_750_000_000.0
 
 
 @dataclass
@@ -140,6 +145,25 @@ def states_over(
                 changed.add(job_id)
             previous[job_id] = state
     return at_start, seen, changed
+
+
+@asynccontextmanager
+async def serving(sim: Simulator) -> AsyncIterator[str]:
+    """A simulator on a loopback port for the block: its base URL; stopped afterwards."""
+    runner, url = await start_simulator(sim)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+# What an in-process exporter's config starts with when a test wants several poll rounds a second
+# and a failing request to show at once, not after retries.
+FAST_POLLING = """poll_interval: 0.2s
+terminal_poll_interval: 0.2s
+max_retries: 0
+request_timeout: 2
+"""
 
 
 # --- reading an exposition ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -112,12 +112,21 @@ T0 = 1_750_000_000.0
 
 @dataclass
 class FakeClock:
-    """A clock that stands still until the test moves `now`."""
+    """A clock that stands still until the test moves `now`; sleeping on it moves it at once,
+    and `slept` records each sleep, so code under test can wait without the test waiting."""
 
     now: float
+    slept: list[float] = field(default_factory=list)
 
     def __call__(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 class SimulatedCloud(Protocol):

@@ -6,26 +6,11 @@ import pytest
 
 from exporter.model import AuthError, NotFoundError, Phase, ResponseParseError, ThrottledError
 from exporter.providers.tencent_ci import _error, parse_response, parse_time
+from exporter.simulator import SEED_SAMPLE_BODY
 from exporter.states import TENCENT_STATES, TENCENT_TABLE
 
-# The document's sample with its one typo (<Tag>Translation<Tag>) corrected.
-DOCUMENTED = b"""<Response>
-<JobsDetail>
-<Code>Success</Code>
-<Message></Message>
-<JobId>a8d121820f5e411ec926ef19d53ba9c6f</JobId>
-<State>Running</State>
-<CreationTime>2022-07-07T12:12:12+0800</CreationTime>
-<StartTime>2022-07-07T12:12:13+0800</StartTime>
-<EndTime>-</EndTime>
-<QueueId>p893bcda225bf4945a378da6662e81a89</QueueId>
-<Tag>Translation</Tag>
-<Input><Object>test.txt</Object><Lang>zh</Lang><Type>txt</Type></Input>
-<Operation><Translation><Lang>en</Lang><Type>txt</Type></Translation>
-<Output><Region>ap-beijing</Region><Bucket>test-123456789</Bucket><Object>test-result.txt</Object></Output>
-<UserData>This is my data.</UserData></Operation>
-</JobsDetail>
-</Response>"""
+# The document's sample (the simulator serves it verbatim) with its one typo corrected.
+DOCUMENTED = SEED_SAMPLE_BODY.replace(b"<Tag>Translation<Tag>", b"<Tag>Translation</Tag>")
 
 BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -57,9 +42,8 @@ def test_the_documented_answer_parses() -> None:
 
 
 def test_the_documents_own_malformed_sample_is_a_parse_error() -> None:
-    broken = DOCUMENTED.replace(b"<Tag>Translation</Tag>", b"<Tag>Translation<Tag>")
     with pytest.raises(ResponseParseError, match="malformed XML"):
-        parse_response(broken)
+        parse_response(SEED_SAMPLE_BODY)
 
 
 @pytest.mark.parametrize("body", [BOMB, XXE])

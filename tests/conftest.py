@@ -11,11 +11,19 @@ from pathlib import Path
 import pytest
 
 from exporter.model import Assessment, JobSnapshot, Phase
-from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
+from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
 from exporter.states import HUAWEI_TABLE
 from exporter.store import JobKey, JobState, PollError
-from tests.support import ExporterProcess, eventually, http, start_exporter
+from tests.support import (
+    T0,
+    ExporterProcess,
+    FakeClock,
+    eventually,
+    http,
+    serving,
+    start_exporter,
+)
 from tests.test_job_api import TOKEN
 
 
@@ -139,9 +147,14 @@ async def five_job_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     )
     for n in range(5):
         sim.add_job(f"job-{n}", HAPPY_PATH)
-    runner, url = await start_simulator(sim)
-    yield sim, url
-    await runner.cleanup()
+    async with serving(sim) as url:
+        yield sim, url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A simulated clock standing at `T0` until the test moves it."""
+    return FakeClock(T0)
 
 
 __all__ = ["Phase", "job_with_every_field_set", "promtool_check_metrics", "snapshot"]

@@ -18,8 +18,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -29,6 +30,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards.ports import served_at
+from exporter.simulator.metastudio import Simulator, start_simulator
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -102,17 +104,29 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
-# --- simulated time ----------------------------------------------------------------------------
+# --- simulated time and clouds -----------------------------------------------------------------
+
+# A fixed moment for simulated clocks (2025-06-15T23:06:40+08:00), so answers are repeatable.
+T0 = 1_750_000_000.0
 
 
 @dataclass
 class FakeClock:
-    """A clock that stands still until the test moves `now`."""
+    """A clock that stands still until the test moves `now`; sleeping on it moves it at once,
+    and `slept` records each sleep, so code under test can wait without the test waiting."""
 
     now: float
+    slept: list[float] = field(default_factory=list)
 
     def __call__(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 class SimulatedCloud(Protocol):
@@ -140,6 +154,25 @@ def states_over(
                 changed.add(job_id)
             previous[job_id] = state
     return at_start, seen, changed
+
+
+@asynccontextmanager
+async def serving(sim: Simulator) -> AsyncIterator[str]:
+    """A simulator on a loopback port for the block: its base URL; stopped afterwards."""
+    runner, url = await start_simulator(sim)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+# What an in-process exporter's config starts with when a test wants several poll rounds a second
+# and a failing request to show at once, not after retries.
+FAST_POLLING = """poll_interval: 0.2s
+terminal_poll_interval: 0.2s
+max_retries: 0
+request_timeout: 2
+"""
 
 
 # --- reading an exposition ---------------------------------------------------------------------

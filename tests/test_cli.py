@@ -54,12 +54,25 @@ def test_check_config_names_missing_credentials_and_passes_when_they_are_set(
     assert "sk-very-secret" not in result.stdout + result.stderr
 
 
-def test_config_path_comes_from_cloudjob_config_too(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text("poll_interval: never\n")
-    result = run_cli("--check-config", env={"CLOUDJOB_CONFIG": str(path)})
+@pytest.mark.parametrize(
+    ("variable", "text", "complaint"),
+    [
+        ("CLOUDJOB_CONFIG", "poll_interval: never\n", "poll_interval: not a duration"),
+        (
+            "CLOUDJOB_WEB_CONFIG_FILE",
+            "basic_auth_users:\n  alice: nope\n",
+            "basic_auth_users.alice: not a bcrypt hash",
+        ),
+    ],
+)
+def test_the_config_and_web_config_paths_can_come_from_the_environment(
+    tmp_path: Path, variable: str, text: str, complaint: str
+) -> None:
+    path = tmp_path / "from-the-environment.yaml"
+    path.write_text(text)
+    result = run_cli("--check-config", env={variable: str(path)})
     assert result.returncode == 2
-    assert "poll_interval: not a duration" in result.stderr
+    assert complaint in result.stderr
 
 
 def test_a_missing_config_file_is_one_line() -> None:

@@ -27,21 +27,11 @@ from exporter.poller import Poller
 from exporter.providers.base import JobList
 from exporter.store import JobKey, Store
 from tests.conftest import snapshot
+from tests.support import FakeClock
 
 ACCOUNT, PROVIDER = "tc", "tencent_ci"
 # Each scripted request takes this long on the fake clock, so durations are exact.
 REQUEST_SECONDS = 0.2
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Scripted:
@@ -52,7 +42,7 @@ class Scripted:
     account = ACCOUNT
     batch_size = 1
 
-    def __init__(self, clock: Clock, outcomes: Sequence[BaseException | None]) -> None:
+    def __init__(self, clock: FakeClock, outcomes: Sequence[BaseException | None]) -> None:
         self._clock = clock
         self._outcomes = deque(outcomes)
 
@@ -74,7 +64,7 @@ class Scripted:
         return JobList((snapshot("Running", f"found-{page}"),), str(page + 1))
 
 
-def _setup(scripted: Scripted, clock: Clock) -> tuple[Store, Poller, Lifecycle]:
+def _setup(scripted: Scripted, clock: FakeClock) -> tuple[Store, Poller, Lifecycle]:
     store = Store()
     settings = Settings(max_retries=0)
     lifecycle = Lifecycle(store, settings, {ACCOUNT: PROVIDER}, wall=clock.time)
@@ -103,7 +93,7 @@ def _setup(scripted: Scripted, clock: Clock) -> tuple[Store, Poller, Lifecycle]:
 async def test_a_poll_counts_its_request_by_how_it_ended(
     outcome: BaseException | None, status: str
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     store, poller, lifecycle = _setup(Scripted(clock, [outcome]), clock)
     lifecycle.set_config_jobs([JobConfig(account=ACCOUNT, id="job-1")])
     await poller.poll([JobKey(ACCOUNT, "job-1")])
@@ -123,7 +113,7 @@ async def test_a_poll_counts_its_request_by_how_it_ended(
 )
 async def test_a_poll_that_sent_no_request_is_not_counted_as_one(outcome: BaseException) -> None:
     """A missing credential or the exporter's own crash is the poll's error, not a request's."""
-    clock = Clock()
+    clock = FakeClock(1000.0)
     store, poller, lifecycle = _setup(Scripted(clock, [outcome]), clock)
     lifecycle.set_config_jobs([JobConfig(account=ACCOUNT, id="job-1")])
     await poller.poll([JobKey(ACCOUNT, "job-1")])
@@ -137,7 +127,7 @@ async def test_a_poll_that_sent_no_request_is_not_counted_as_one(outcome: BaseEx
 
 
 async def test_discovery_counts_each_list_call_like_a_poll() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     scripted = Scripted(clock, [None, None, UpstreamError("HTTP 503", status="503")])
     store, poller, lifecycle = _setup(scripted, clock)
     with pytest.raises(UpstreamError):
@@ -159,7 +149,7 @@ async def test_discovery_counts_each_list_call_like_a_poll() -> None:
 
 
 async def test_a_list_call_that_sent_no_request_is_not_counted_as_one() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     scripted = Scripted(clock, [AuthError("no credentials")])
     store, poller, lifecycle = _setup(scripted, clock)
     with pytest.raises(AuthError):

@@ -34,7 +34,7 @@ from exporter.metric_selection import ALL, MetricSelection
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.states import HUAWEI_ASSESSMENT_METRICS
 from exporter.store import JobKey, JobState
-from tests.conftest import promtool_check_metrics
+from tests.conftest import promtool_check_metrics, snapshot
 from tests.reference_exposition import JobFamilies
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -101,12 +101,9 @@ def huawei_snapshot(job_id: str, state: str, seed: int) -> JobSnapshot:
     rng = random.Random(seed)
     phase = DOCUMENTED_STATES["huawei_metastudio"].get(state, Phase.UNKNOWN)
     done = state == "SUCCEED"
-    return JobSnapshot(
-        job_id=job_id,
-        job_type="VOICE_ASSESS",
-        state=state,
-        phase=phase,
-        terminal=state in {"SUCCEED", "FAILED"},
+    return snapshot(
+        state,
+        job_id,
         created_at=NOW - rng.uniform(10, 10_000),
         updated_at=NOW - rng.uniform(0, 10),
         failure_code="MSS.0001" if phase is Phase.FAILED else None,

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter.accounts import HuaweiAccount, HuaweiCredentials
 from exporter.model import (
     AuthError,
+    JobSnapshot,
     NetworkError,
     NotFoundError,
     Phase,
@@ -202,12 +203,19 @@ def _provider(
     )
 
 
-async def _serve(
-    aiohttp_server: ServerFactory, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> TestServer:
+@asynccontextmanager
+async def _provider_against(
+    aiohttp_server: ServerFactory,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    **options: Any,
+) -> AsyncIterator[HuaweiMetaStudio]:
+    """A provider (`options` as `_provider` takes them) whose endpoint answers every GET with
+    `handler`."""
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    return await aiohttp_server(app)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        yield _provider(session, str(server.make_url("/")), **options)
 
 
 def _verifies(request: web.Request) -> bool:
@@ -229,24 +237,34 @@ def _verifies(request: web.Request) -> bool:
     )
 
 
-async def test_requests_are_signed_with_project_and_app_user_headers(
-    aiohttp_server: ServerFactory,
-) -> None:
+async def _fetched_with_request(
+    aiohttp_server: ServerFactory, answer: Callable[[web.Request], web.Response], **options: Any
+) -> tuple[JobSnapshot, web.Request]:
+    """Fetch JOB from an endpoint that answers with `answer`: the snapshot, and the one request
+    the provider sent."""
     seen: list[web.Request] = []
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request)
+        return answer(request)
+
+    async with _provider_against(aiohttp_server, handler, **options) as provider:
+        snap = await provider.fetch(JOB)
+    (request,) = seen
+    return snap, request
+
+
+async def test_requests_are_signed_with_project_and_app_user_headers(
+    aiohttp_server: ServerFactory,
+) -> None:
+    def answer(request: web.Request) -> web.Response:
         ok = _verifies(request)
         return web.json_response(
             DOCUMENTED_BODY if ok else {"error_code": "APIGW.0301"}, status=200 if ok else 401
         )
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")), app_user_id="user-7")
-        snap = await provider.fetch(JOB)
+    snap, request = await _fetched_with_request(aiohttp_server, answer, app_user_id="user-7")
     assert snap.state == "SUCCEED"
-    request = seen[0]
     assert request.path == f"/v1/{PROJECT}/voice-training-manage/user/short-jobs/{JOB}"
     assert request.headers["X-Project-Id"] == PROJECT
     assert request.headers["X-App-UserId"] == "user-7"
@@ -257,20 +275,13 @@ async def test_requests_are_signed_with_project_and_app_user_headers(
 async def test_token_auth_sends_x_auth_token_and_does_not_sign(
     aiohttp_server: ServerFactory,
 ) -> None:
-    seen: list[web.Request] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(request)
-        return web.json_response(DOCUMENTED_BODY)
-
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        token = HuaweiCredentials(token=SecretStr("tok-123"))
-        provider = _provider(session, str(server.make_url("/")), credentials=token)
-        await provider.fetch(JOB)
-    assert seen[0].headers["X-Auth-Token"] == "tok-123"
-    assert "Authorization" not in seen[0].headers
-    assert "X-Project-Id" not in seen[0].headers
+    token = HuaweiCredentials(token=SecretStr("tok-123"))
+    _, request = await _fetched_with_request(
+        aiohttp_server, lambda _: web.json_response(DOCUMENTED_BODY), credentials=token
+    )
+    assert request.headers["X-Auth-Token"] == "tok-123"
+    assert "Authorization" not in request.headers
+    assert "X-Project-Id" not in request.headers
 
 
 @pytest.mark.parametrize(
@@ -328,9 +339,7 @@ async def test_error_answers_become_typed_errors_with_the_cloud_code(
             return web.Response(status=status, text=body, headers=headers)
         return web.json_response(body, status=status, headers=headers)
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")))
+    async with _provider_against(aiohttp_server, handler) as provider:
         with pytest.raises(error) as caught:
             await provider.fetch(JOB)
     assert caught.value.code == code  # type: ignore[attr-defined]
@@ -348,9 +357,7 @@ async def test_a_slow_answer_times_out(aiohttp_server: ServerFactory) -> None:
         await asyncio.sleep(2)
         return web.json_response(DOCUMENTED_BODY)
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")), timeout=0.2)
+    async with _provider_against(aiohttp_server, handler, timeout=0.2) as provider:
         with pytest.raises(PollTimeout):
             await provider.fetch(JOB)
 
@@ -359,9 +366,7 @@ async def test_an_oversized_body_is_refused(aiohttp_server: ServerFactory) -> No
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=b" " * (2 << 20), content_type="application/json")
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")))
+    async with _provider_against(aiohttp_server, handler) as provider:
         with pytest.raises(ResponseParseError, match="cap"):
             await provider.fetch(JOB)
 
@@ -409,9 +414,7 @@ async def test_an_unchanged_answer_gives_back_the_last_snapshot_unparsed(
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(bodies.pop(0))
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")))
+    async with _provider_against(aiohttp_server, handler) as provider:
         first = await provider.fetch(JOB)
         again = await provider.fetch(JOB, first)
         changed = await provider.fetch(JOB, first)
@@ -441,9 +444,7 @@ async def test_job_ids_are_quoted_only_when_they_need_it_and_the_signature_holds
         verified.append((request.raw_path, _verifies(request)))
         return web.json_response({**DOCUMENTED_BODY, "job_id": job_id})
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")))
+    async with _provider_against(aiohttp_server, handler) as provider:
         snap = await provider.fetch(job_id)
     assert snap.job_id == job_id
     assert verified == [
@@ -469,8 +470,6 @@ async def test_a_compressed_answer_is_held_to_the_cap_as_it_inflates(
         await response.write_eof()
         return response
 
-    server = await _serve(aiohttp_server, handler)
-    async with aiohttp.ClientSession() as session:
-        provider = _provider(session, str(server.make_url("/")))
+    async with _provider_against(aiohttp_server, handler) as provider:
         with pytest.raises(ResponseParseError, match="over the 1048576-byte cap"):
             await provider.fetch(JOB)

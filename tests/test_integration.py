@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from exporter.app import create_app
 from exporter.config import load_settings
 from exporter.logs import JsonFormatter, TextFormatter
-from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
+from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import AUDIT_LOOP, HAPPY_PATH
 from tests.conftest import promtool_check_metrics
-from tests.support import ServerFactory, scrape_until, value
+from tests.support import FAST_POLLING, ServerFactory, scrape_until, serving, value
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 # Distinctive values: if any of them shows up in an output, a secret leaked.
@@ -39,18 +39,13 @@ async def cloud() -> AsyncIterator[Cloud]:
     for job_id in ("ok-1", "ok-2", "flaky"):
         sim.add_job(job_id, HAPPY_PATH)
     sim.add_job("looping", AUDIT_LOOP)
-    runner, url = await start_simulator(sim)
-    yield Cloud(sim, url)
-    await runner.cleanup()
+    async with serving(sim) as url:
+        yield Cloud(sim, url)
 
 
 def _config(url: str) -> str:
     return f"""
-poll_interval: 0.2s
-terminal_poll_interval: 0.2s
-max_retries: 0
-request_timeout: 2
-accounts:
+{FAST_POLLING}accounts:
   hw:
     provider: huawei_metastudio
     region: cn-north-4

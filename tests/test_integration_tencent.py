@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestServer
 
 from exporter.app import create_app
 from exporter.config import load_settings
-from exporter.simulator.metastudio import start_simulator
 from exporter.simulator.tencent_ci import (
     SEED_SAMPLE_BODY,
     TencentCISimulator,
@@ -24,7 +23,14 @@ from exporter.simulator.tencent_ci import (
 )
 from exporter.simulator.tencent_scripts import FAILED, HAPPY, STUCK
 from tests.conftest import promtool_check_metrics
-from tests.support import ServerFactory, eventually_async, scrape_until, value
+from tests.support import (
+    FAST_POLLING,
+    ServerFactory,
+    eventually_async,
+    scrape_until,
+    serving,
+    value,
+)
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDLEAKCHECK00000000000000000000000"
@@ -51,18 +57,13 @@ async def cloud() -> AsyncIterator[Cloud]:
         tokens={SECRET_ID: TOKEN},
         clock=lambda: time.time() + shift[0],
     )
-    runner, url = await start_simulator(sim)
-    yield Cloud(sim, url, shift)
-    await runner.cleanup()
+    async with serving(sim) as url:
+        yield Cloud(sim, url, shift)
 
 
 def _config(url: str, *, job_api: str = "ai_jobs", batch: int = 1, extra: str = "") -> str:
     return f"""
-poll_interval: 0.2s
-terminal_poll_interval: 0.2s
-max_retries: 0
-request_timeout: 2
-accounts:
+{FAST_POLLING}accounts:
   tc:
     provider: tencent_ci
     bucket: {BUCKET}

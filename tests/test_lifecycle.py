@@ -20,7 +20,7 @@ from exporter.app import create_app
 from exporter.config import JobConfig, Settings, load_settings
 from exporter.lifecycle import Lifecycle
 from exporter.runtime import RUNTIME
-from exporter.simulator.metastudio import MetaStudioSimulator, start_simulator
+from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
 from exporter.store import JobKey, Store
@@ -32,6 +32,7 @@ from tests.support import (
     http,
     scrape,
     scrape_until,
+    serving,
     value,
     value_or_fail,
 )
@@ -93,16 +94,27 @@ async def failing_cloud() -> AsyncIterator[tuple[MetaStudioSimulator, str]]:
     for n in range(3):
         sim.add_job(f"job-{n}", HAPPY_PATH)
     sim.set_override("job-0", state="FAILED")
-    runner, url = await start_simulator(sim)
-    yield sim, url
-    await runner.cleanup()
+    async with serving(sim) as url:
+        yield sim, url
+
+
+@pytest.fixture
+def forgetting_exporter(
+    failing_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+) -> Callable[[str], Awaitable[TestServer]]:
+    """Starts an in-process exporter on `failing_cloud` whose config names `jobs` and forgets a
+    finished job after a second."""
+
+    async def start(jobs: str) -> TestServer:
+        return await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], jobs))
+
+    return start
 
 
 async def test_a_forgotten_config_job_is_not_brought_back_by_a_reload_nor_counted_again(
-    failing_cloud: tuple[MetaStudioSimulator, str], aiohttp_server: ServerFactory, tmp_path: Path
+    forgetting_exporter: Callable[[str], Awaitable[TestServer]],
 ) -> None:
-    text = forgetting_config(failing_cloud[1], "job-0 job-1")
-    server = await exporter(aiohttp_server, tmp_path, text)
+    server = await forgetting_exporter("job-0 job-1")
     text = await forgotten_after_failing(server)
     counted = (failures(text), durations(text))
     assert counted == (1, 1)
@@ -166,8 +178,7 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
 ) -> None:
     sim = TencentCISimulator(bucket="b-1250000000", credentials={"AKIDX": "key"})
     sim.add_job("a-found", STUCK, queue_id="q")
-    runner, url = await start_simulator(sim)
-    try:
+    async with serving(sim) as url:
         tencent = (
             f"  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-beijing\n"
             f'    endpoint: "{url}"\n    auth: {{secret_id_env: T_ID, secret_key_env: T_KEY}}\n'
@@ -206,8 +217,6 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         assert 'account="tc"' not in text
         # The account that stays keeps its own.
         assert 'cloudjob_poll_errors_total{account="hw"' in text
-    finally:
-        await runner.cleanup()
 
 
 RELOADED_AT = "cloudjob_config_last_reload_success_timestamp_seconds"
@@ -258,13 +267,10 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
 
 
 async def test_a_forgotten_registration_is_refused_until_deleted_then_starts_afresh(
-    failing_cloud: tuple[MetaStudioSimulator, str],
-    aiohttp_server: ServerFactory,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    forgetting_exporter: Callable[[str], Awaitable[TestServer]], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await exporter(aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], "job-1"))
+    server = await forgetting_exporter("job-1")
     job = {"account": "hw", "id": "job-0"}
     assert (await call(server, "POST", "/api/v1/jobs", job, **AUTH))[0] == 201
     await forgotten_after_failing(server)
@@ -288,15 +294,10 @@ async def test_a_forgotten_registration_is_refused_until_deleted_then_starts_afr
 
 
 async def test_forgetting_a_config_job_is_logged_once_with_a_hint(
-    failing_cloud: tuple[MetaStudioSimulator, str],
-    aiohttp_server: ServerFactory,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    forgetting_exporter: Callable[[str], Awaitable[TestServer]], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    server = await exporter(
-        aiohttp_server, tmp_path, forgetting_config(failing_cloud[1], "job-0 job-1")
-    )
+    server = await forgetting_exporter("job-0 job-1")
     await forgotten_after_failing(server)
     for _ in range(3):
         assert (await server.app[RUNTIME].reload("test"))[0]

@@ -28,6 +28,7 @@ from exporter.model import JobSnapshot, Phase, ProviderError
 from exporter.poller import Poller
 from exporter.statefile import StateFile
 from exporter.store import JobKey, JobState, Store
+from tests.support import FakeClock
 
 ACCOUNTS = ("a1", "a2")
 # j0 has failed and j1 has succeeded when the test starts; j2 runs until a step ends it.
@@ -37,21 +38,10 @@ RETENTION = 10.0
 CREATED = 500.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class Cloud:
     """Every job of every account: running, until the test makes it fail or succeed."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.finished: dict[JobKey, tuple[str, float]] = {}
         for account in ACCOUNTS:
@@ -95,7 +85,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.directory = Path(tempfile.mkdtemp(prefix="lifecycle-"))
-        self.clock = Clock()
+        self.clock = FakeClock(1000.0)
         self.cloud = Cloud(self.clock)
         self.accounts = set(ACCOUNTS)
         self.listed: set[JobKey] = set(KEYS)

@@ -71,35 +71,26 @@ def test_the_wheel_installs_into_a_fresh_venv_and_checks_the_charts_default_conf
     config.write_text(yaml.safe_dump(yaml.safe_load(CHART_VALUES.read_text())["config"]))
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDJOB_")}
     clean_env.pop("PYTHONPATH", None)
-    check = subprocess.run(
-        [str(env_dir / "bin" / "cloudjob-exporter"), "--config", str(config), "--check-config"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean_env,
-        timeout=60,
-        check=False,
-    )
+
+    def installed(program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a program of the fresh venv, outside the checkout and without its environment."""
+        return subprocess.run(
+            [str(env_dir / "bin" / program), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=clean_env,
+            timeout=60,
+            check=False,
+        )
+
+    check = installed("cloudjob-exporter", "--config", str(config), "--check-config")
     assert check.returncode == 0, check.stderr
     assert "ok (0 accounts, 0 jobs)" in check.stdout
     # The installed package is the wheel's, not this checkout's.
-    where = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-c", "import exporter; print(exporter.__file__)"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean_env,
-        check=True,
-    )
+    where = installed("python", "-c", "import exporter; print(exporter.__file__)")
+    assert where.returncode == 0, where.stderr
     assert str(env_dir) in where.stdout
     # The simulator and the dashboards are not needed at run time but ship for --demo.
-    demo = subprocess.run(
-        [str(env_dir / "bin" / "cloudjob-exporter"), "--demo", "--check-config"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean_env,
-        timeout=60,
-        check=False,
-    )
+    demo = installed("cloudjob-exporter", "--demo", "--check-config")
     assert demo.returncode == 0, demo.stderr

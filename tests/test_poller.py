@@ -21,20 +21,12 @@ from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
 from exporter.store import JobKey, JobState, Store
 from tests.conftest import snapshot
-from tests.support import eventually_async
+from tests.support import FakeClock, eventually_async
 
 
-class FakeClock:
+class PollerClock(FakeClock):
     def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+        super().__init__(1000.0)
 
     def advance(self, poller: Poller, seconds: float) -> None:
         """Move time on and wake the poller's run loop, which otherwise waits out the real
@@ -70,7 +62,7 @@ def make(
     store: Store,
     providers: Mapping[str, Provider],
     settings: Settings,
-    clock: FakeClock | None = None,
+    clock: PollerClock | None = None,
 ) -> tuple[Poller, Lifecycle]:
     """A poller and the life cycle it polls for, on `clock` when one is given."""
     timing: dict[str, object] = {}
@@ -84,7 +76,7 @@ def make(
 
 
 def _poller(
-    provider: ScriptedProvider, clock: FakeClock, **settings: object
+    provider: ScriptedProvider, clock: PollerClock, **settings: object
 ) -> tuple[Poller, Store]:
     store = Store()
     poller, lifecycle = make(
@@ -102,7 +94,7 @@ KEY = JobKey("hw", "job-1")
 
 async def test_each_poll_hands_the_provider_the_jobs_last_snapshot() -> None:
     """So a provider can give it back, unparsed, when the cloud's answer has not changed."""
-    clock = FakeClock()
+    clock = PollerClock()
     first, failed = snapshot("PROCESSING"), UpstreamError("HTTP 500", status="500")
     provider = ScriptedProvider("hw", [first, failed, snapshot("SUCCEED")])
     poller, _ = _poller(provider, clock, max_retries=0)
@@ -114,7 +106,7 @@ async def test_each_poll_hands_the_provider_the_jobs_last_snapshot() -> None:
 
 
 async def test_server_errors_are_retried_with_growing_backoff_then_recorded() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider("hw", [UpstreamError("HTTP 503", status="503")])
     poller, store = _poller(provider, clock, max_retries=2)
     await poller.poll([KEY])
@@ -130,7 +122,7 @@ async def test_server_errors_are_retried_with_growing_backoff_then_recorded() ->
 
 
 async def test_a_retry_that_succeeds_records_success() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider(
         "hw", [UpstreamError("HTTP 500", status="500"), snapshot("PROCESSING")]
     )
@@ -143,24 +135,27 @@ async def test_a_retry_that_succeeds_records_success() -> None:
     }
 
 
-async def test_throttling_waits_at_least_retry_after() -> None:
-    clock = FakeClock()
+async def _polled_once_after_a_throttle(
+    retry_after: float,
+) -> tuple[PollerClock, ScriptedProvider, Poller, Store]:
+    """One round against a provider that answers 429 with `retry_after`, then a snapshot."""
+    clock = PollerClock()
     provider = ScriptedProvider(
-        "hw", [ThrottledError("HTTP 429", retry_after=7.0), snapshot("PROCESSING")]
+        "hw", [ThrottledError("HTTP 429", retry_after=retry_after), snapshot("PROCESSING")]
     )
     poller, store = _poller(provider, clock)
     await poller.poll([KEY])
+    return clock, provider, poller, store
+
+
+async def test_throttling_waits_at_least_retry_after() -> None:
+    clock, _, _, store = await _polled_once_after_a_throttle(7.0)
     assert sum(clock.slept) >= 7.0
     assert store.get(KEY).last_poll_success is True  # type: ignore[union-attr]
 
 
 async def test_a_long_retry_after_fails_this_round_and_holds_the_account_back() -> None:
-    clock = FakeClock()
-    provider = ScriptedProvider(
-        "hw", [ThrottledError("HTTP 429", retry_after=120.0), snapshot("PROCESSING")]
-    )
-    poller, store = _poller(provider, clock)
-    await poller.poll([KEY])
+    clock, provider, poller, store = await _polled_once_after_a_throttle(120.0)
     assert len(provider.calls) == 1
     assert store.get(KEY).last_error.reason == "throttled"  # type: ignore[union-attr]
     before = clock.now
@@ -170,7 +165,7 @@ async def test_a_long_retry_after_fails_this_round_and_holds_the_account_back() 
 
 
 async def test_client_errors_are_not_retried() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider("hw", [UpstreamError("HTTP 400", status="400")])
     poller, _ = _poller(provider, clock)
     await poller.poll([KEY])
@@ -181,7 +176,7 @@ async def test_client_errors_are_not_retried() -> None:
 async def test_a_crashing_provider_is_recorded_and_contained(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider("hw", [RuntimeError("bug")])
     poller, store = _poller(provider, clock)
     await poller.poll([KEY])
@@ -193,7 +188,7 @@ async def test_a_crashing_provider_is_recorded_and_contained(
 
 
 async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_retention() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
     poller, _ = _poller(
         provider, clock, poll_interval=10, terminal_poll_interval=600, terminal_retention=3600
@@ -213,7 +208,7 @@ async def test_terminal_jobs_move_to_the_slow_interval_and_are_forgotten_after_r
 
 
 async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     store = Store()
     provider = ScriptedProvider("hw", [snapshot("SUCCEED")])
     config = Settings(poll_interval=0.05, terminal_poll_interval=0.05, terminal_retention=0.2)
@@ -237,7 +232,7 @@ async def test_the_run_loop_forgets_expired_jobs_and_their_series() -> None:
 
 
 async def test_set_jobs_drops_removed_jobs_and_keeps_others() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     provider = ScriptedProvider("hw", [snapshot("PROCESSING")])
     poller, store = _poller(provider, clock)
     poller._lifecycle.set_config_jobs([JobConfig(account="hw", id="job-2", labels={"team": "a"})])
@@ -246,7 +241,7 @@ async def test_set_jobs_drops_removed_jobs_and_keeps_others() -> None:
 
 
 async def test_the_rate_limiter_spaces_requests_at_max_rps() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     limiter = RateLimiter(2.0, monotonic=clock.time, sleep=clock.sleep)
     start = clock.now
     for _ in range(7):
@@ -287,7 +282,7 @@ class BatchingProvider:
 async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None:
     store = Store()
     provider = BatchingProvider("tc", 3, {f"j{i}" for i in range(6)})
-    poller, lifecycle = make(store, {"tc": provider}, Settings(poll_interval=60), FakeClock())
+    poller, lifecycle = make(store, {"tc": provider}, Settings(poll_interval=60), PollerClock())
     lifecycle.set_config_jobs([JobConfig(account="tc", id=f"j{i}") for i in range(7)])
     # Everything due now, for a deterministic batch.
     poller._heaps["tc"][:] = [(0.0, generation, key) for _, generation, key in poller._heaps["tc"]]
@@ -310,7 +305,7 @@ async def test_due_jobs_of_one_account_share_requests_up_to_batch_size() -> None
 
 
 async def test_discovered_jobs_are_tracked_once_and_not_rediscovered_after_retention() -> None:
-    clock = FakeClock()
+    clock = PollerClock()
     store = Store()
     provider = BatchingProvider("tc", 1, {"a", "b"})
     poller, lifecycle = make(store, {"tc": provider}, Settings(terminal_retention=100), clock)
@@ -423,7 +418,7 @@ async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks()
             await gate.wait()
             return dict.fromkeys(job_ids, snapshot("PROCESSING"))
 
-    clock = FakeClock()
+    clock = PollerClock()
     poller, lifecycle = make(
         Store(), {"hw": Gated()}, Settings(poll_interval=3600, max_concurrency=8), clock
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 from unittest import mock
 from urllib.parse import quote
 
@@ -80,26 +81,32 @@ _secret_id = st.text(
 )
 
 
+class _Request(TypedDict):
+    """What both signers are told alike; headers, the moment and the token reach them apart."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    secret_id: str
+    secret_key: str
+    expire: int
+
+
 def _sdk_sign(
-    *,
-    method: str,
-    netloc: str,
-    path: str,
-    params: dict[str, str],
-    headers: dict[str, str],
-    secret_id: str,
-    secret_key: str,
-    token: str | None,
-    now: float,
-    expire: int,
+    request: _Request, *, netloc: str, headers: dict[str, str], token: str | None, now: float
 ) -> requests.PreparedRequest:
-    conf = CosConfig(Region="ap-beijing", SecretId=secret_id, SecretKey=secret_key, Token=token)
+    conf = CosConfig(
+        Region="ap-beijing",
+        SecretId=request["secret_id"],
+        SecretKey=request["secret_key"],
+        Token=token,
+    )
+    path, params = request["path"], request["params"]
     url = f"http://{netloc}/{quote(path.lstrip('/'), safe='/-_.~')}"
-    prepared = requests.Request(method, url, headers=headers, params=params).prepare()
+    prepared = requests.Request(request["method"], url, headers=headers, params=params).prepare()
+    auth = CosS3Auth(conf, key=path, params=params, expire=request["expire"])
     with mock.patch("qcloud_cos.cos_auth.time.time", return_value=now):
-        signed: requests.PreparedRequest = CosS3Auth(conf, key=path, params=params, expire=expire)(
-            prepared
-        )
+        signed: requests.PreparedRequest = auth(prepared)
     return signed
 
 
@@ -135,21 +142,24 @@ def test_signature_matches_the_official_sdk_on_generated_requests(
     expire: int,
 ) -> None:
     netloc, hostname = host
+    request: _Request = {
+        "method": method,
+        "path": path,
+        "params": params,
+        "secret_id": secret_id,
+        "secret_key": secret_key,
+        "expire": expire,
+    }
     request_headers = {**unsigned, **headers}
     if token is not None:
         # What CosS3Client.send_request does for temporary credentials before signing.
         request_headers[token[0]] = token[1]
     sdk = _sdk_sign(
-        method=method,
+        request,
         netloc=netloc,
-        path=path,
-        params=params,
         headers=request_headers,
-        secret_id=secret_id,
-        secret_key=secret_key,
         token=None if token is None else token[1],
         now=now,
-        expire=expire,
     )
     # Ours signs what is sent (requests may add Content-Length) minus what the SDK never signs.
     ours_headers: dict[str, str] = {}
@@ -161,16 +171,7 @@ def test_signature_matches_the_official_sdk_on_generated_requests(
     if not any(name.lower() == "host" for name in ours_headers):
         # The SDK falls back to the URL's hostname, port dropped; our caller passes its Host.
         ours_headers["host"] = hostname or netloc
-    ours = tencent.sign(
-        method=method,
-        path=path,
-        params=params,
-        headers=ours_headers,
-        secret_id=secret_id,
-        secret_key=secret_key,
-        start=int(now),
-        expire=expire,
-    )
+    ours = tencent.sign(**request, headers=ours_headers, start=int(now))
     assert ours == sdk.headers["Authorization"]
 
 
@@ -195,74 +196,95 @@ class _Capture(requests.adapters.BaseAdapter):
         pass
 
 
-def _capturing_client(token: str | None) -> tuple[CosS3Client, _Capture]:
+def _sent_by_the_sdk(
+    token: str | None, at: float, call: Callable[[CosS3Client], object]
+) -> requests.PreparedRequest:
+    """The one request the SDK sends for `call`, with its clock stopped at `at`."""
     conf = CosConfig(Region="ap-beijing", SecretId="AKIDtemp", SecretKey="sk-temp", Token=token)
     capture = _Capture()
     session = requests.Session()
     session.mount("https://", capture)
-    return CosS3Client(conf, retry=0, session=session), capture
-
-
-def test_sdk_sends_ci_token_as_x_ci_security_token_signed_with_the_port_less_host() -> None:
-    client, capture = _capturing_client("tmp-token/with+odd=chars")
-    with mock.patch("qcloud_cos.cos_auth.time.time", return_value=1_750_000_000.5):
-        client.ci_get_media_jobs(Bucket="examplebucket-1250000000", JobIDs="a1,a2")
+    client = CosS3Client(conf, retry=0, session=session)
+    with mock.patch("qcloud_cos.cos_auth.time.time", return_value=at):
+        call(client)
     (sent,) = capture.sent
-    # The path goes out encoded but is signed as the caller wrote it.
-    assert sent.url == "https://examplebucket-1250000000.ci.ap-beijing.myqcloud.com/jobs/a1%2Ca2"
-    assert sent.headers["x-ci-security-token"] == b"tmp-token/with+odd=chars"
-    assert "x-cos-security-token" not in sent.headers
-    authorization = sent.headers["Authorization"]
-    assert "&q-header-list=host;x-ci-security-token&" in authorization
-    assert authorization == tencent.sign(
-        method="GET",
-        path="/jobs/a1,a2",
-        params={},
-        headers={
-            "host": "examplebucket-1250000000.ci.ap-beijing.myqcloud.com",
-            "x-ci-security-token": "tmp-token/with+odd=chars",
-        },
+    return sent
+
+
+def _our_authorization(
+    method: str, path: str, headers: dict[str, str], params: dict[str, str] | None = None
+) -> str:
+    """What our signer makes of a request with the credentials and moment the SDK used."""
+    return tencent.sign(
+        method=method,
+        path=path,
+        params=params or {},
+        headers=headers,
         secret_id="AKIDtemp",
         secret_key="sk-temp",
         start=1_750_000_000,
         expire=10000,
+    )
+
+
+def _assert_token_sent_and_signed(
+    sent: requests.PreparedRequest, header: str, token: str, method: str, path: str, host: str
+) -> None:
+    """The SDK put `token` in `header`, signed that header, and signed as we do."""
+    assert sent.headers[header] == token.encode()
+    authorization = sent.headers["Authorization"]
+    assert f"&q-header-list=host;{header}&" in authorization
+    assert authorization == _our_authorization(method, path, {"host": host, header: token})
+
+
+def test_sdk_sends_ci_token_as_x_ci_security_token_signed_with_the_port_less_host() -> None:
+    sent = _sent_by_the_sdk(
+        "tmp-token/with+odd=chars",
+        1_750_000_000.5,
+        lambda client: client.ci_get_media_jobs(Bucket="examplebucket-1250000000", JobIDs="a1,a2"),
+    )
+    # The path goes out encoded but is signed as the caller wrote it.
+    assert sent.url == "https://examplebucket-1250000000.ci.ap-beijing.myqcloud.com/jobs/a1%2Ca2"
+    assert "x-cos-security-token" not in sent.headers
+    _assert_token_sent_and_signed(
+        sent,
+        "x-ci-security-token",
+        "tmp-token/with+odd=chars",
+        "GET",
+        "/jobs/a1,a2",
+        "examplebucket-1250000000.ci.ap-beijing.myqcloud.com",
     )
 
 
 def test_sdk_sends_a_cos_token_as_x_cos_security_token_and_signs_it_too() -> None:
-    client, capture = _capturing_client("cos-token")
-    with mock.patch("qcloud_cos.cos_auth.time.time", return_value=1_750_000_000.0):
-        client.head_bucket(Bucket="examplebucket-1250000000")
-    (sent,) = capture.sent
-    assert sent.headers["x-cos-security-token"] == b"cos-token"
-    assert "&q-header-list=host;x-cos-security-token&" in sent.headers["Authorization"]
-    assert sent.headers["Authorization"] == tencent.sign(
-        method="HEAD",
-        path="/",
-        params={},
-        headers={
-            "host": "examplebucket-1250000000.cos.ap-beijing.myqcloud.com",
-            "x-cos-security-token": "cos-token",
-        },
-        secret_id="AKIDtemp",
-        secret_key="sk-temp",
-        start=1_750_000_000,
-        expire=10000,
+    sent = _sent_by_the_sdk(
+        "cos-token",
+        1_750_000_000.0,
+        lambda client: client.head_bucket(Bucket="examplebucket-1250000000"),
+    )
+    _assert_token_sent_and_signed(
+        sent,
+        "x-cos-security-token",
+        "cos-token",
+        "HEAD",
+        "/",
+        "examplebucket-1250000000.cos.ap-beijing.myqcloud.com",
     )
 
 
 def test_sdk_list_call_signs_its_empty_parameters() -> None:
-    client, capture = _capturing_client(None)
-    with mock.patch("qcloud_cos.cos_auth.time.time", return_value=1_750_000_000.0):
-        client.ci_list_media_jobs(
+    sent = _sent_by_the_sdk(
+        None,
+        1_750_000_000.0,
+        lambda client: client.ci_list_media_jobs(
             Bucket="examplebucket-1250000000",
             Tag="Translation",
             QueueId="p893bcda225bf4945a378da6662e81a89",
             StartCreationTime="2022-07-07T12:12:12+0800",
             Size=2,
             Path="/ai_jobs",
-        )
-    (sent,) = capture.sent
+        ),
+    )
     assert "startCreationTime=2022-07-07T12%3A12%3A12%2B0800" in (sent.url or "")
     assert "nextToken=&" in (sent.url or "") + "&"
     params = {
@@ -274,15 +296,11 @@ def test_sdk_list_call_signs_its_empty_parameters() -> None:
         "queueId": "p893bcda225bf4945a378da6662e81a89",
         "startCreationTime": "2022-07-07T12:12:12+0800",
     }
-    assert sent.headers["Authorization"] == tencent.sign(
-        method="GET",
-        path="/ai_jobs",
-        params=params,
-        headers={"host": "examplebucket-1250000000.ci.ap-beijing.myqcloud.com"},
-        secret_id="AKIDtemp",
-        secret_key="sk-temp",
-        start=1_750_000_000,
-        expire=10000,
+    assert sent.headers["Authorization"] == _our_authorization(
+        "GET",
+        "/ai_jobs",
+        {"host": "examplebucket-1250000000.ci.ap-beijing.myqcloud.com"},
+        params,
     )
     assert (
         "&q-url-param-list=nexttoken;orderbytime;queueid;size;startcreationtime;states;tag&"
@@ -291,21 +309,20 @@ def test_sdk_list_call_signs_its_empty_parameters() -> None:
 
 
 # The DescribeAIJob example of the API document, signed at a fixed moment.
-_VECTOR: dict[str, Any] = {
+_VECTOR: _Request = {
     "method": "GET",
     "path": "/ai_jobs/a8d121820f5e411ec926ef19d53ba9c6f",
     "params": {},
-    "headers": {"Host": "test-123456789.ci.ap-beijing.myqcloud.com"},
     "secret_id": "AKIDZfbOAo7cllgPvF9cXFrJD0a1ICvR****",
     "secret_key": "BQYIM75p8x0iWVFSIgqEKwFprpRSVHlz",
-    "start": 1497530262,
     "expire": 80000,
 }
+_VECTOR_HOST = "test-123456789.ci.ap-beijing.myqcloud.com"
 
 
 def test_signature_of_the_documented_describe_ai_job_request_is_stable() -> None:
     # Catches an accidental change even if the SDK were to change with us.
-    ours = tencent.sign(**_VECTOR)
+    ours = tencent.sign(**_VECTOR, headers={"Host": _VECTOR_HOST}, start=1497530262)
     assert ours == (
         "q-sign-algorithm=sha1&q-ak=AKIDZfbOAo7cllgPvF9cXFrJD0a1ICvR****"
         "&q-sign-time=1497530202;1497610262&q-key-time=1497530202;1497610262"
@@ -313,16 +330,7 @@ def test_signature_of_the_documented_describe_ai_job_request_is_stable() -> None
         "&q-signature=" + _VECTOR_SIGNATURE
     )
     sdk = _sdk_sign(
-        method="GET",
-        netloc="test-123456789.ci.ap-beijing.myqcloud.com",
-        path=_VECTOR["path"],
-        params={},
-        headers=_VECTOR["headers"],
-        secret_id=_VECTOR["secret_id"],
-        secret_key=_VECTOR["secret_key"],
-        token=None,
-        now=1497530262.9,
-        expire=80000,
+        _VECTOR, netloc=_VECTOR_HOST, headers={"Host": _VECTOR_HOST}, token=None, now=1497530262.9
     )
     assert sdk.headers["Authorization"] == ours
 

@@ -35,17 +35,15 @@ from exporter.simulator import (
     Script,
     Step,
     demo_simulator,
-    start_simulator,
 )
 from exporter.simulator import scripts as sc
-from tests.support import FakeClock, states_over
+from tests.support import T0, FakeClock, serving, states_over
 from tests.test_signing_huawei import sdk_sign
 
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
 AK = "SIMTESTACCESSKEY0001"
 SK = "sim-test-secret-key-0001"
 TOKEN = "MIIsimulated-token"
-T0 = 1_750_000_000.0
 SHORT = (("CREATING", 10.0), ("PROCESSING", 20.0), ("SUCCEED", 30.0))  # 60 s per pass
 
 TOP_KEYS = ["job_type", "job_id", "state", "create_time", "lastupdate_time"]
@@ -109,11 +107,8 @@ async def live(no_proxy: None) -> AsyncIterator[tuple[FakeClock, str]]:
     sim.add_job("undocumented", sc.UNDOCUMENTED_STATE, started=clock.now - 700)
     sim.add_job("millis", sc.OUT_OF_RANGE_SUCCEED, millis=True, started=clock.now - 1000)
     sim.add_job("unparseable", sc.UNPARSEABLE_ASSESSMENT, started=clock.now - 1000)
-    runner, base_url = await start_simulator(sim)
-    try:
+    async with serving(sim) as base_url:
         yield clock, base_url
-    finally:
-        await runner.cleanup()
 
 
 def sdk_show(base_url: str, job_id: str, *, secret_key: str = SK, project: str = PROJECT) -> Any:
@@ -228,11 +223,6 @@ async def test_official_sdk_gets_403_for_another_project(
 
 
 # -- The gateway ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture

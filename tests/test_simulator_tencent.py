@@ -30,13 +30,12 @@ from exporter.simulator import (
     TencentCISimulator,
     demo_tencent_simulator,
     oversized_body,
-    start_simulator,
     xml_bomb_body,
 )
 from exporter.simulator import tencent_scripts as ts
 from exporter.simulator.__main__ import _parse_args
 from exporter.simulator.tencent_ci import DEMO_QUEUE_IDS, MAX_BATCH
-from tests.support import FakeClock, states_over
+from tests.support import T0, FakeClock, serving, states_over
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDsimtest0000000000000000000000001"
@@ -46,7 +45,6 @@ TEMP_KEY = "sim-temp-secret-key-0002"
 TOKEN = "sim-temporary-token-0002"
 QUEUE = "p893bcda225bf4945a378da6662e81a89"
 OTHER_QUEUE = "p73fc66f5e121531194c27ca7c20760d7"
-T0 = 1_750_000_000.0  # 2025-06-15T23:06:40+0800
 SCALARS = ["Code", "Message", "JobId", "State", "CreationTime", "StartTime", "EndTime"]
 SCALARS += ["QueueId", "Tag"]
 
@@ -142,11 +140,8 @@ async def live(no_proxy: None) -> AsyncIterator[tuple[TencentCISimulator, str]]:
     )
     sim.add_job("a-paused", ts.PAUSED_RESUMED, queue_id=OTHER_QUEUE, started=clock.now - 100)
     sim.add_job("a-cancel", ts.CANCELLED, tag="WordsGeneralize", started=clock.now - 80)
-    runner, base_url = await start_simulator(sim)
-    try:
+    async with serving(sim) as base_url:
         yield sim, base_url
-    finally:
-        await runner.cleanup()
 
 
 def sdk_client(
@@ -284,11 +279,6 @@ async def test_official_sdk_with_temporary_credentials_sends_the_ci_token(
 
 
 # -- Auth -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture

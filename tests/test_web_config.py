@@ -469,14 +469,6 @@ def test_check_config_also_checks_the_web_config_and_names_every_problem(
     ]
 
 
-def test_the_web_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
-    path = tmp_path / "web.yml"
-    path.write_text("basic_auth_users:\n  alice: nope\n")
-    result = run_cli("--check-config", env={"CLOUDJOB_WEB_CONFIG_FILE": str(path)})
-    assert result.returncode == 2
-    assert "basic_auth_users.alice: not a bcrypt hash" in result.stderr
-
-
 def test_a_toolkit_sample_config_loads_with_paths_relative_to_the_file(
     tmp_path: Path, pki: Pki
 ) -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from dashboards.ports import AddressInUseError, lost_the_port, start_on_a_free_port
 
@@ -246,6 +247,14 @@ class Answer:
 _DISCARD = memoryview(bytearray(1 << 20))
 
 
+class GetOptions(TypedDict, total=False):
+    """What `http_get` takes besides port and path, for the functions that pass it on."""
+
+    headers: Mapping[str, str] | None
+    timeout: float
+    keep_body: bool
+
+
 def http_get(
     port: int,
     path: str,
@@ -275,18 +284,10 @@ def http_get(
         connection.close()
 
 
-def get_ok(
-    process: Process,
-    port: int,
-    path: str,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    *,
-    keep_body: bool = True,
-) -> Answer:
+def get_ok(process: Process, port: int, path: str, **options: Unpack[GetOptions]) -> Answer:
     """GET that must answer 200; anything else is the process's failure, with its log."""
     try:
-        answer = http_get(port, path, headers, timeout, keep_body=keep_body)
+        answer = http_get(port, path, **options)
     except (OSError, http.client.HTTPException) as exc:
         process.check_running()
         raise process.failure(f"GET {path} failed: {type(exc).__name__}: {exc}") from None

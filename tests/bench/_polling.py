@@ -141,7 +141,13 @@ def _exporter_mark(exporter: Exporter, simulator: Process) -> Mark:
     busy_before = system_busy_seconds()
     cpu_before, sim_before = exporter.process.cpu_seconds(), simulator.cpu_seconds()
     t_before = time.monotonic()
-    answer = get_ok(exporter.process, exporter.port, "/metrics", {"Accept-Encoding": "gzip"}, 600)
+    answer = get_ok(
+        exporter.process,
+        exporter.port,
+        "/metrics",
+        headers={"Accept-Encoding": "gzip"},
+        timeout=600,
+    )
     t_after = time.monotonic()
     cpu_after, sim_after = exporter.process.cpu_seconds(), simulator.cpu_seconds()
     busy_after = system_busy_seconds()

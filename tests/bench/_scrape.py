@@ -78,7 +78,9 @@ def _timing(seconds: list[float], sizes: list[int]) -> dict[str, float]:
 def _scrape(
     process: Process, port: int, headers: dict[str, str], *, keep_body: bool = False
 ) -> Answer:
-    return get_ok(process, port, "/metrics", headers, SCRAPE_TIMEOUT, keep_body=keep_body)
+    return get_ok(
+        process, port, "/metrics", headers=headers, timeout=SCRAPE_TIMEOUT, keep_body=keep_body
+    )
 
 
 def _alternate(
@@ -99,7 +101,7 @@ def _alternate(
 
 
 def _count_jobs(exporter: Exporter, query: str) -> tuple[int, list[Any]]:
-    answer = get_ok(exporter.process, exporter.port, "/api/v1/jobs" + query, None, 300)
+    answer = get_ok(exporter.process, exporter.port, "/api/v1/jobs" + query, timeout=300)
     jobs: list[Any] = orjson.loads(answer.body)["jobs"]
     return len(jobs), jobs[:1]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.assessment import parse_bounds, parse_value
 from exporter.model import Assessment, JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.simulator.scripts import HAPPY_PATH
@@ -49,6 +50,26 @@ def snapshot(state: str, job_id: str = "job-1", **fields: object) -> JobSnapshot
         terminal=state in {"SUCCEED", "FAILED"},
         known_state=known,
         **fields,  # type: ignore[arg-type]
+    )
+
+
+def assessment(
+    metric: str, expected: str, actual: str, status: int, **suggestions: str
+) -> Assessment:
+    """An assessment as the Huawei provider makes it from the cloud's strings: the numbers come
+    from the exporter's own parser, not from the test's arithmetic. `suggestions`:
+    `suggestion`, `suggestion_en`."""
+    low, high = parse_bounds(expected)
+    return Assessment(
+        metric=metric,
+        expected=expected,
+        actual=actual,
+        status=status,
+        suggestion=suggestions.get("suggestion"),
+        suggestion_en=suggestions.get("suggestion_en"),
+        actual_value=parse_value(actual),
+        expected_min=low,
+        expected_max=high,
     )
 
 

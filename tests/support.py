@@ -104,6 +104,12 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
+async def eventually_off_loop(check: Callable[[], object], within: float = 10) -> None:
+    """`eventually` for a blocking check (a scrape of a process, a read of a file) while the
+    loop goes on serving the test's in-process clouds: the check runs in a thread."""
+    await eventually_async(lambda: asyncio.to_thread(check), within=within)
+
+
 # --- simulated time and clouds -----------------------------------------------------------------
 
 # A fixed moment for simulated clocks (2025-06-15T23:06:40+08:00), so answers are repeatable.

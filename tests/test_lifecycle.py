@@ -29,6 +29,7 @@ from tests.support import (
     ExporterProcess,
     ServerFactory,
     eventually_async,
+    eventually_off_loop,
     http,
     scrape,
     scrape_until,
@@ -37,7 +38,6 @@ from tests.support import (
     value_or_fail,
 )
 from tests.test_job_api import AUTH, PROJECT, call, exporter
-from tests.test_state_and_reload import _until
 
 HW_VOICE = {"account": "hw", "job_type": "VOICE_ASSESS", "provider": "huawei_metastudio"}
 JOB_0 = 'cloudjob_job_info{account="hw",job_id="job-0"'
@@ -239,8 +239,8 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
     def scraped(instance: ExporterProcess) -> str:
         return str(http("GET", instance.url + "/metrics")[1])
 
-    await _until(lambda: failures(scraped(first)) == 1 and JOB_0 in scraped(first))
-    await _until(lambda: JOB_0 not in scraped(first), within=10)
+    await eventually_off_loop(lambda: failures(scraped(first)) == 1 and JOB_0 in scraped(first))
+    await eventually_off_loop(lambda: JOB_0 not in scraped(first), within=10)
     counted = (failures(scraped(first)), durations(scraped(first)))
     assert counted == (1, 1)
 
@@ -250,7 +250,7 @@ async def test_sighup_a_touched_config_and_a_restart_leave_a_forgotten_failure_c
         if reloaded is not None:
             at = value(scraped(instance), RELOADED_AT)
             reloaded()
-            await _until(lambda: value(scraped(instance), RELOADED_AT) != at)
+            await eventually_off_loop(lambda: value(scraped(instance), RELOADED_AT) != at)
         await rounds_pass(lambda path: asyncio.to_thread(http, "GET", instance.url + path), 7)
         after = scraped(instance)
         assert JOB_0 not in after

@@ -18,6 +18,7 @@ from tests.support import (
     ExporterProcess,
     ServerFactory,
     eventually_async,
+    eventually_off_loop,
     http,
     scrape,
     scrape_until,
@@ -26,10 +27,6 @@ from tests.support import (
 from tests.test_job_api import AUTH, PROJECT, call, config_text, exporter, polled
 
 LAST_POLL = "cloudjob_job_last_poll_timestamp_seconds"
-
-
-async def _until(check: Callable[[], object], within: float = 10) -> None:
-    await eventually_async(lambda: asyncio.to_thread(check), within=within)
 
 
 async def test_a_registration_survives_sigkill_right_after_it_returned(
@@ -66,7 +63,7 @@ async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a
 
         return check
 
-    await _until(failed_once(first))
+    await eventually_off_loop(failed_once(first))
 
     def failure_on_disk() -> bool:
         uri = f"file:{tmp_path / 'state.db'}?mode=ro"
@@ -94,7 +91,7 @@ async def test_a_restart_shows_the_last_state_and_neither_forgets_nor_recounts_a
         poll = http("GET", second.url + "/api/v1/jobs/hw/job-0")[1]["poll"]
         return bool(poll["last_success"])
 
-    await _until(answered_again)
+    await eventually_off_loop(answered_again)
     _, doc = await asyncio.to_thread(http, "GET", second.url + "/api/v1/jobs/hw/job-0")
     assert doc["failures_total"] == 1  # still failed: not a second failure
     _, body = await asyncio.to_thread(http, "GET", second.url + "/metrics")
@@ -202,7 +199,7 @@ async def test_sigterm_stops_cancelling_in_flight_polls_and_flushing_state(
         _, doc = http("GET", first.url + "/api/v1/jobs/hw/job-0")
         return int(doc["poll"]["polls_total"])
 
-    await _until(lambda: polls() >= 3)
+    await eventually_off_loop(lambda: polls() >= 3)
     before = await asyncio.to_thread(polls)
     # The hanging request would hold a stop that waited for it for 60 s; the timeout on the
     # wait is far below that, so exiting at all proves the in-flight poll was cancelled.

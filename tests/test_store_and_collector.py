@@ -8,9 +8,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter.model import Assessment, NotFoundError, UpstreamError
+from exporter.model import NotFoundError, UpstreamError
 from exporter.store import JobKey, JobState, Store, Tombstone
-from tests.conftest import job_with_every_field_set, promtool_check_metrics, snapshot
+from tests.conftest import assessment, job_with_every_field_set, promtool_check_metrics, snapshot
 from tests.reference_exposition import ReferenceCollector
 from tests.support import series
 
@@ -64,23 +64,8 @@ def test_the_exposition_has_every_series_with_exact_names_and_is_lint_clean() ->
     store.track(JobKey("hw", "job-2"), "huawei_metastudio", {})
     store.track(JobKey("hw", "never-polled"), "huawei_metastudio", {})
     assessments = (
-        Assessment(
-            metric="snr",
-            expected=">=25",
-            actual="18dB",
-            status=-1,
-            actual_value=18.0,
-            expected_min=25.0,
-        ),
-        Assessment(
-            metric="speed",
-            expected="[3.5, 5.5]",
-            actual="4.2",
-            status=0,
-            actual_value=4.2,
-            expected_min=3.5,
-            expected_max=5.5,
-        ),
+        assessment("snr", ">=25", "18dB", -1),
+        assessment("speed", "[3.5, 5.5]", "4.2", 0),
     )
     store.record_success(
         KEY,

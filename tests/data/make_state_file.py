@@ -15,9 +15,10 @@ from pathlib import Path
 
 from exporter.config import JobConfig, Settings
 from exporter.lifecycle import Lifecycle
-from exporter.model import Assessment, JobSnapshot, Phase, UpstreamError
+from exporter.model import JobSnapshot, Phase, UpstreamError
 from exporter.statefile import StateFile
 from exporter.store import JobKey, Store
+from tests.conftest import assessment
 
 HERE = Path(__file__).resolve().parent
 T0 = 1_700_000_000.0
@@ -36,15 +37,13 @@ def failed(job_id: str) -> JobSnapshot:
         failure_code="MSS.10030004",
         failure_reason="Voice assessment failed: audio could not be decoded.",
         assessments=(
-            Assessment(
-                metric="snr",
-                expected=">=20",
-                actual="12",
+            assessment(
+                "snr",
+                ">=20",
+                "12",
+                1,
                 suggestion="检查录音环境",
                 suggestion_en="Record somewhere quieter.",
-                status=1,
-                actual_value=12.0,
-                expected_min=20.0,
             ),
         ),
         suggestion="重新录制",

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.app import create_app
+from exporter.clouds import cloud_of
 from exporter.config import ConfigError, Settings, check_credentials, load_settings
 from exporter.eventloop import CHOICES, EventLoopError, check_choice, new_event_loop
 from exporter.logs import setup_logging
@@ -195,7 +196,7 @@ def serve(
     event_loop: str = "auto",
 ) -> int:
     host, port = _split_listen(settings.listen)
-    discovering = any(getattr(a, "discover", None) is not None for a in settings.accounts.values())
+    discovering = any(cloud_of(a).discovery(a) is not None for a in settings.accounts.values())
     if not settings.jobs and not demo and not discovering:
         log.warning("no_jobs_configured", extra={"hint": "add jobs to the config, or try --demo"})
     shown = "localhost" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104

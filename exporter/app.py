@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -181,8 +182,13 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 def accepts_gzip(accept_encoding: str) -> bool:
     """prometheus_client.exposition.gzip_accepted, honouring a refusal too: that function
-    (prometheus_client 0.26) compares only the coding's name, so `gzip;q=0` would get gzip."""
-    return gzip_accepted(accept_encoding) and not _refuses_gzip(accept_encoding)
+    (prometheus_client 0.26) compares only the coding's name, so `gzip;q=0` would get gzip.
+    `x-gzip` counts as `gzip`, as RFC 9110 (8.4.1.3) asks of a recipient."""
+    header = _X_GZIP.sub("gzip", accept_encoding)
+    return gzip_accepted(header) and not _refuses_gzip(header)
+
+
+_X_GZIP = re.compile(r"\bx-gzip\b", re.IGNORECASE)
 
 
 def _refuses_gzip(accept_encoding: str) -> bool:

@@ -38,7 +38,11 @@ async def demo_overlay() -> AsyncIterator[Overlay]:
         log.info(
             "demo_started",
             extra={
-                **{name: demo.url for name, demo in zip(names, started, strict=True)},
+                # One field per cloud, named as always: huawei=, tencent= (demo-huawei's URL, ...).
+                **{
+                    name.removeprefix("demo-"): demo.url
+                    for name, demo in zip(names, started, strict=True)
+                },
                 "jobs": len(overlay.jobs),
             },
         )

@@ -265,7 +265,8 @@ class Runtime:
         if self.loader is None:
             return False, ["no config file to reload"]
         try:
-            settings = self._overlaid(self.loader())
+            loaded = self.loader()
+            settings = self._overlaid(loaded)
             providers = self._providers_for(settings)
             token = resolve_api_token(settings, self._environ)
         except ConfigError as exc:
@@ -295,8 +296,9 @@ class Runtime:
             "config_reloaded",
             extra={
                 "reason": reason,
-                "accounts": len(settings.accounts),
-                "jobs": len(settings.jobs),
+                # The config's own, as at start-up: the --demo overlay is not counted.
+                "accounts": len(loaded.accounts),
+                "jobs": len(loaded.jobs),
             },
         )
         return True, []

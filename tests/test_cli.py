@@ -116,7 +116,11 @@ def test_demo_serves_huawei_series_and_exits_0_on_sigterm(
     assert code == 0, stderr
     assert f"http://127.0.0.1:{exporter.port}/metrics" in exporter.line
     events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert any(e["event"] == "demo_started" for e in events)
+    (demo,) = [e for e in events if e["event"] == "demo_started"]
+    # The event's fields: one URL per simulated cloud, and the listed jobs.
+    assert demo["huawei"].startswith("http://127.0.0.1:"), demo
+    assert demo["tencent"].startswith("http://127.0.0.1:"), demo
+    assert demo["jobs"] > 0, demo
     assert [e["event_loop"] for e in events if e["event"] == "starting"] == [expected]
     assert "Traceback" not in stderr
 

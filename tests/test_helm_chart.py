@@ -729,6 +729,8 @@ def test_the_image_tag_defaults_to_the_app_version_and_a_digest_wins(helm: Helm)
         (("--set", "config.listen=0.0.0.0:1234"), "listen"),
         (("--set", "config.total_shards=3"), "total_shards"),
         (("--set", "config.log_level=verbose"), "/config/log_level"),
+        (("--set", "config.reload_check_interval=-1"), "reload_check_interval"),
+        (("--set", "config.metrics.state_series=some"), "state_series"),
         # helm v4 reports a bad property name at '' rather than at /secret/env.
         (("--set", "secret.env.not-a-var=x"), "'not-a-var' does not match pattern"),
         (("--set", "podLabels.team=1"), "/podLabels/team"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from exporter.model import JobSnapshot, Phase
 from exporter.simulator.metastudio import MetaStudioSimulator
 from exporter.store import JobKey, JobState
 from tests.conftest import job_with_every_field_set
-from tests.support import scrape, scrape_until
+from tests.support import ServerFactory, scrape, scrape_until
 from tests.test_job_api import AUTH, call, config_text, exporter, polled
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0"
 README = Path(__file__).resolve().parent.parent / "README.md"
 NOW = 1_700_000_000.0
@@ -97,14 +95,22 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("setting", "most", "huawei", "tencent"),
-    [
-        ("all", 55, 52, 22),
-        ("current", 37, 34, 12),
-        ("current, no assessments", 13, 10, 12),
-    ],
+# Per setting: series of a Huawei job with every field set, of a succeeded Huawei job, of a
+# finished Tencent job; and the setting's row in docs/metrics.md.
+FIGURES = (
+    ("all", 55, 52, 22, "default (`state_series: all`)"),
+    ("current", 37, 34, 12, "`state_series: current`"),
+    (
+        "current, no assessments",
+        13,
+        10,
+        12,
+        '`current` and `exclude: ["re:cloudjob_job_assessment_.*"]`',
+    ),
 )
+
+
+@pytest.mark.parametrize(("setting", "most", "huawei", "tencent"), [row[:4] for row in FIGURES])
 def test_series_per_job_for_each_setting(
     setting: str, most: int, huawei: int, tencent: int
 ) -> None:
@@ -304,3 +310,15 @@ def test_a_bad_metrics_setting_is_one_line_naming_it(
 
 def test_the_defaults_select_everything() -> None:
     assert load_settings(None).metrics.selection == ALL
+
+
+def test_the_docs_give_the_series_per_job_the_test_above_measures() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    table = (repo / "docs" / "metrics.md").read_text().split("## Series per job", 1)[1]
+    for _, most, huawei, tencent, label in FIGURES:
+        assert f"| {label} | {huawei} (at most {most}) | {tencent} |" in table, label
+    _, _, huawei, tencent, _ = FIGURES[0]
+    sentence = f"A Huawei job has {huawei} series"
+    for page in ("README.md", "docs/configuration.md"):
+        text = " ".join((repo / page).read_text().split())
+        assert f"{sentence}, a Tencent job {tencent}" in text, page

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -11,8 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from exporter.app import create_app
 from exporter.config import load_settings
-
-ServerFactory = Callable[..., Awaitable[TestServer]]
+from tests.support import ServerFactory
 
 
 @pytest.fixture
@@ -44,7 +42,8 @@ async def _scrape(server: TestServer, accept_encoding: str | None) -> tuple[str 
         ("gzip;q=0", False),
         ("deflate, GZIP; Q=0.000", False),
         ("identity", False),
-        ("x-gzip", False),
+        ("x-gzip", True),
+        ("X-GZIP;q=0", False),
         (None, False),
     ],
 )

@@ -237,12 +237,15 @@ def _time_key_config(key: str, value: str) -> str:
     discover = {"lookback": "86400", "interval": "300"}
     if key.startswith("accounts.tc.discover."):
         discover[key.rpartition(".")[2]] = value
+    queue_interval = value if key == "accounts.tc.queue_interval" else "1m"
     return (
         (f"{key}: {value}\n" if top_level else "")
         + "accounts:\n"
         + "  hw: {provider: huawei_metastudio, region: r, project_id: p}\n"
         + "  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-x\n"
-        + f"    discover: {{lookback: {discover['lookback']}, interval: {discover['interval']}}}\n"
+        + f"    queue_interval: {queue_interval}\n"
+        + "    discover: {queue_id: q, tag: Translation,"
+        + f" lookback: {discover['lookback']}, interval: {discover['interval']}}}\n"
         + f"jobs:\n  - {{account: hw, id: j{job_extra}}}\n"
     )
 
@@ -255,6 +258,8 @@ def _time_key_value(settings: Settings, key: str) -> float:
         assert isinstance(account, TencentAccount)
         assert account.discover is not None
         value = getattr(account.discover, key.rpartition(".")[2])
+    elif key.startswith("accounts.tc."):
+        value = getattr(settings.accounts["tc"], key.rpartition(".")[2])
     else:
         value = getattr(settings, key)
     assert isinstance(value, float)
@@ -271,6 +276,7 @@ TIME_KEYS = {
     "jobs[0].poll_interval": False,
     "accounts.tc.discover.lookback": False,
     "accounts.tc.discover.interval": False,
+    "accounts.tc.queue_interval": True,
 }
 # Float keys that are not times.
 NOT_TIME_KEYS = {"max_rps"}

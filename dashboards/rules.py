@@ -60,7 +60,7 @@ RECORDING_RULES: list[dict[str, str]] = [
     {
         # For the dashboard's queue row.
         "record": "cloudjob:queue_unfinished_jobs:count",
-        "expr": unfinished_jobs_per_queue("job_type, phase"),
+        "expr": unfinished_jobs_per_queue("job_type", "phase"),
     },
 ]
 

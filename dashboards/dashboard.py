@@ -682,6 +682,16 @@ def exporter_health() -> list[Builder[model.Panel]]:
         ).mappings([mapping({"1": ("OK", "green"), "0": ("failing", "red")})]),
         panel(
             a_stat(),
+            "Queue reads",
+            "Whether each account's last queue read worked; if not, the Queues row shows the "
+            "queues as last read.",
+            "none",
+            [target(sel("cloudjob_queue_last_success"), "{{account}}", instant=True)],
+            size=(8, 6),
+            steps=((None, "red"), (1, "green")),
+        ).mappings([mapping({"1": ("OK", "green"), "0": ("failing", "red")})]),
+        panel(
+            a_stat(),
             "Last discovery run",
             "When each account's job discovery last ran: a stalled poller shows an old time.",
             "dateTimeFromNow",

@@ -151,6 +151,7 @@ def _tencent_discovery(account: TencentAccount) -> Discovery | None:
 async def _tencent_simulator() -> DemoCloud:
     from exporter.simulator.metastudio import start_simulator
     from exporter.simulator.tencent_ci import (
+        DEMO_QUEUE_IDS,
         DEMO_TENCENT_BUCKET,
         DEMO_TENCENT_JOBS,
         DEMO_TENCENT_REGION,
@@ -158,6 +159,7 @@ async def _tencent_simulator() -> DemoCloud:
         DEMO_TENCENT_SECRET_KEY,
         demo_tencent_simulator,
     )
+    from exporter.simulator.tencent_queues import start_queue_cycle
 
     sim = demo_tencent_simulator(
         bucket=DEMO_TENCENT_BUCKET,
@@ -184,7 +186,14 @@ async def _tencent_simulator() -> DemoCloud:
     }
     # One job is listed like a configured one; discovery finds the rest.
     listed = (DEMO_TENCENT_JOBS[0].job_id,)
-    return DemoCloud(account, listed, environ, url, runner.cleanup)
+    # The second queue pauses now and then, so the demo shows waiting jobs held in `Pause`.
+    stop_cycle = start_queue_cycle(sim, DEMO_QUEUE_IDS[1])
+
+    async def stop() -> None:
+        await stop_cycle()
+        await runner.cleanup()
+
+    return DemoCloud(account, listed, environ, url, stop)
 
 
 CLOUDS: tuple[Cloud[Any, Any], ...] = (

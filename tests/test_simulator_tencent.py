@@ -22,6 +22,7 @@ from qcloud_cos import CosConfig, CosS3Client, CosServiceError
 from qcloud_cos.cos_auth import CosS3Auth
 from qcloud_cos.cos_comm import format_dict, xml_to_dict
 
+from exporter.clouds import BY_NAME
 from exporter.signing import tencent
 from exporter.simulator import (
     DEMO_TENCENT_JOBS,
@@ -33,10 +34,15 @@ from exporter.simulator import (
     xml_bomb_body,
 )
 from exporter.simulator import tencent_scripts as ts
-from exporter.simulator.__main__ import _parse_args
+from exporter.simulator.__main__ import _app, _parse_args
 from exporter.simulator.faults import Fault, FaultKind
 from exporter.simulator.tencent_ci import DEMO_QUEUE_IDS, MAX_BATCH
-from exporter.simulator.tencent_queues import MAX_QUEUE_IDS, cycle_queue
+from exporter.simulator.tencent_queues import (
+    CYCLE_TASK_NAME,
+    MAX_QUEUE_IDS,
+    cycle_queue,
+    start_queue_cycle,
+)
 from tests.support import T0, FakeClock, serving, states_over
 
 BUCKET = "examplebucket-1250000000"
@@ -1151,6 +1157,61 @@ async def test_cycle_queue_task_cancelled_while_paused_leaves_the_queue_active()
         await task
     assert sim.queue_state(OTHER_QUEUE) == "Active"
     assert sim.state_of("a-job") == "Submitted"
+
+
+def _cycle_tasks() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == CYCLE_TASK_NAME]
+
+
+async def test_a_started_queue_cycle_pauses_on_its_sleep_and_its_stop_resumes_the_queue() -> None:
+    clock = FakeClock(T0)
+    sim = make_sim(clock)
+    sim.add_job("a-job", ts.HAPPY, queue_id=OTHER_QUEUE)
+    slept: list[float] = []
+    paused = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if sim.queue_state(OTHER_QUEUE) == "Paused":
+            paused.set()
+        await asyncio.sleep(0 if len(slept) < 2 else 60)
+
+    stop = start_queue_cycle(sim, OTHER_QUEUE, every=10, paused_for=4, sleep=sleep)
+    await asyncio.wait_for(paused.wait(), 5)
+    assert slept == [6, 4]
+    (task,) = _cycle_tasks()
+    await stop()
+    await stop()
+    assert task.cancelled()
+    assert sim.queue_state(OTHER_QUEUE) == "Active"
+    assert _cycle_tasks() == []
+
+
+async def test_the_demo_cloud_runs_the_queue_cycle_until_it_stops(no_proxy: None) -> None:
+    demo = await BY_NAME["tencent_ci"].simulator()
+    try:
+        (task,) = _cycle_tasks()
+        assert not task.done()
+    finally:
+        await demo.stop()
+    assert task.cancelled()
+
+
+async def test_the_simulator_command_runs_the_queue_cycle_only_when_asked(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    sim = _demo(FakeClock(T0))
+    http = await aiohttp_client(_app(sim, queue_cycle=False))
+    assert _cycle_tasks() == []
+    await http.close()
+    http = await aiohttp_client(_app(sim, queue_cycle=True))
+    (task,) = _cycle_tasks()
+    await http.close()
+    assert task.cancelled()
+    assert _parse_args(["--cloud", "tencent", "--queue-cycle"]).queue_cycle
+    assert not _parse_args(["--cloud", "tencent"]).queue_cycle
+    with pytest.raises(SystemExit):
+        _parse_args(["--queue-cycle"])
 
 
 @pytest.mark.parametrize("start", [0.0, 4.5, 7.0, 13.0, 18.0, 42.0, 99.0, 250.0])

@@ -9,6 +9,7 @@ only keeps the queue's own fields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -126,3 +127,30 @@ async def cycle_queue(
             await sleep(paused_for)
         finally:
             sim.resume_queue(queue_id)
+
+
+# The demo's cycle task, named so that it can be told apart in a task dump.
+CYCLE_TASK_NAME = "tencent-ci-simulator-queue-cycle"
+
+
+def start_queue_cycle(
+    sim: PausableQueues,
+    queue_id: str,
+    *,
+    every: float = 300.0,
+    paused_for: float = 90.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Callable[[], Awaitable[None]]:
+    """Run `cycle_queue` as a task on the running loop; the returned function stops it (the
+    queue is left active) and may be awaited more than once."""
+    task = asyncio.create_task(
+        cycle_queue(sim, queue_id, every=every, paused_for=paused_for, sleep=sleep),
+        name=CYCLE_TASK_NAME,
+    )
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop

@@ -1180,7 +1180,14 @@ async def test_a_started_queue_cycle_pauses_on_its_sleep_and_its_stop_resumes_th
     await asyncio.wait_for(paused.wait(), 5)
     assert slept == [6, 4]
     (task,) = _cycle_tasks()
-    await stop()
+    stopping = asyncio.ensure_future(stop())
+    # asyncio.wait, unlike wait_for, does not cancel what is still running at its timeout.
+    await asyncio.wait({stopping}, timeout=5)
+    if not stopping.done():
+        task.cancel()
+        stopping.cancel()
+    assert stopping.done()
+    assert not stopping.cancelled()
     await stop()
     assert task.cancelled()
     assert sim.queue_state(OTHER_QUEUE) == "Active"
@@ -1193,7 +1200,7 @@ async def test_the_demo_cloud_runs_the_queue_cycle_until_it_stops(no_proxy: None
         (task,) = _cycle_tasks()
         assert not task.done()
     finally:
-        await demo.stop()
+        await asyncio.wait_for(demo.stop(), 5)
     assert task.cancelled()
 
 

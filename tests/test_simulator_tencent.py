@@ -1065,6 +1065,8 @@ def test_pausing_one_queue_leaves_the_others_alone() -> None:
     assert (sim.queue_state(QUEUE), sim.queue_state(OTHER_QUEUE)) == ("Active", "Paused")
     with pytest.raises(ValueError, match="already exists"):
         sim.add_queue(QUEUE, name="again")
+    with pytest.raises(ValueError, match="category"):
+        sim.add_queue("p-new", name="new", category="CateAll")
 
 
 async def test_official_sdk_reads_ai_and_media_queues_and_a_paused_queues_waiting_job(

@@ -33,6 +33,7 @@ from exporter.simulator.faults import FaultDialect
 from exporter.simulator.scripted import Override, Position, ScriptedSimulator
 from exporter.simulator.scripts import Failure, Script, ScriptLike, script_of
 from exporter.simulator.tencent_queues import (
+    CATEGORIES,
     DEFAULT_CATEGORY,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_SIZE,
@@ -472,6 +473,8 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         """Create an active queue (created at `created`, default now); ValueError if it exists."""
         if queue_id in self._queues:
             raise ValueError(f"queue {queue_id} already exists")
+        if category not in CATEGORIES[1:]:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES[1:])}")
         when = self._clock() if created is None else created
         self._queues[queue_id] = Queue(
             queue_id=queue_id,
@@ -901,7 +904,8 @@ def _queue_ids(request: web.Request) -> list[str]:
 
 
 def _queue_node(queue: Queue) -> XmlNode:
-    """A `QueueList` entry, in the API document's order (notifications off)."""
+    """A `QueueList` entry, its fields in the order the API documents list them (the SDKs'
+    parsers do not depend on it); queue notifications are off."""
     notify: list[XmlNode] = [
         ("Url", ""),
         ("State", "Off"),

@@ -17,11 +17,12 @@ from typing import Protocol
 ACTIVE = "Active"
 PAUSED = "Paused"
 QUEUE_STATES = (ACTIVE, PAUSED)
-# DescribeMediaProcessQueues' `category`; `CateAll` means every category.
+# DescribeMediaProcessQueues' `category`; `CateAll` means every category, the others are a
+# queue's own.
 CATEGORY_ALL = "CateAll"
 CATEGORIES = (CATEGORY_ALL, "Transcoding", "SpeedTranscoding")
 DEFAULT_CATEGORY = "Transcoding"
-# The example queue of the API documents.
+# What a queue created without figures of its own reports.
 DEFAULT_MAX_SIZE = 10000
 DEFAULT_MAX_CONCURRENT = 10
 MAX_QUEUE_IDS = 10
@@ -70,9 +71,9 @@ class QueueQuery:
     def parse(cls, query: Mapping[str, str], *, with_category: bool) -> QueueQuery:
         """Read a queue query; ValueError names the first bad parameter.
 
-        The SDKs send empty values for what the caller left out, so empty means the default.
-        Without `category` every category is listed (the document's default is `Transcoding`,
-        the only one the simulator's queues have unless a test gives another).
+        The Python SDK sends empty values for what the caller left out, so empty means the
+        default. Without `category` every category is listed: the simulator keeps AI and media
+        queues together, and a default category would hide some of them.
         """
         ids = tuple(dict.fromkeys(part for part in query.get("queueIds", "").split(",") if part))
         if len(ids) > MAX_QUEUE_IDS:

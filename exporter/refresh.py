@@ -114,7 +114,15 @@ class BulkRefresh:
         self._last_success = self._monotonic()
         if not complete:
             return 0  # a job missing from a truncated walk may be on the pages not read
-        left = [key for key in before if key.job_id not in listed and key in self._store]
+        # Still covered, yet no longer listed: ended (a poll that already read the end, such as
+        # a look-up asked for last round, leaves nothing to look up).
+        left = [
+            key
+            for key in before
+            if key.job_id not in listed
+            and (state := self._store.get(key)) is not None
+            and self.covers(state)
+        ]
         self._poller.look_up(left)
         return len(left)
 

@@ -22,6 +22,7 @@ FOR = {
     "CloudJobAPIAuthFailing": "5m",
     "CloudJobAPIThrottled": "10m",
     "CloudJobDiscoveryFailing": "15m",
+    "CloudJobQueuePaused": "10m",
     "CloudJobExporterAbsent": "5m",
 }
 

@@ -44,6 +44,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from dashboards.config import STALE_SECONDS, STUCK_SECONDS
+from dashboards.rules import QUEUE, with_queue_name
 
 UID = "cloudjob-exporter"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -65,6 +66,7 @@ PHASE_COLORS = {
     "cancelled": "purple",
     "unknown": "orange",
 }
+QUEUE_STATE = {"0": ("active", "green"), "1": ("paused", "red")}
 ASSESSMENT_STATUS = {
     "-1": ("below range", "red"),
     "0": ("in range", "green"),
@@ -93,9 +95,10 @@ def target(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.
     return query.instant() if instant else query.range()
 
 
-def column(expr: str, *labels: str) -> prometheus.Dataquery:
-    """Part of a table: one row per job (and `labels`), its labels becoming columns."""
-    by = ", ".join((JOB, *labels))
+def column(expr: str, *labels: str, key: str = JOB) -> prometheus.Dataquery:
+    """Part of a table: one row per `key` (a job unless told) and `labels`, its labels becoming
+    columns."""
+    by = ", ".join((key, *labels))
     return target(f"max by ({by}) ({expr})", instant=True).format(PromQueryFormat.TABLE)
 
 
@@ -377,6 +380,87 @@ def jobs() -> list[Builder[model.Panel]]:
     ]
 
 
+def per_queue(metric: str) -> str:
+    """One series per selected queue: sharded replicas exporting the same queue collapse."""
+    return f"max by ({QUEUE}) ({sel(metric)})"
+
+
+def queue_jobs(phase: str) -> str:
+    """The selected jobs in `phase` per queue, 0 for a watched queue that holds none."""
+    jobs = sel("cloudjob:queue_unfinished_jobs:count", JOB_TYPE, phase_is(phase))
+    return f"sum by ({QUEUE}) ({jobs}) or 0 * {per_queue('cloudjob_queue_paused')}"
+
+
+def named(per_queue_expr: str) -> str:
+    """Legends and rows name the queue, as the alert does."""
+    return with_queue_name(per_queue_expr, sel("cloudjob_queue_info"))
+
+
+QUEUE_LEGEND = "{{account}} {{queue_id}} {{name}}"
+
+
+def queue_table() -> table.Panel:
+    return (
+        panel(
+            table.Panel(),
+            "Queues",
+            "One row per queue: its name, state, how many jobs it runs at once (MaxConcurrent), "
+            "and its pending and running jobs of the selected types.",
+            "none",
+            [
+                column(sel("cloudjob_queue_info"), "name", key=QUEUE),
+                column(sel("cloudjob_queue_paused"), key=QUEUE),
+                column(sel("cloudjob_queue_max_concurrent"), key=QUEUE),
+                column(queue_jobs("pending"), key=QUEUE),
+                column(queue_jobs("running"), key=QUEUE),
+            ],
+            size=(24, 8),
+        )
+        .transformations(
+            merged(
+                ("Value #A",),
+                {
+                    "account": "Account",
+                    "provider": "Provider",
+                    "queue_id": "Queue",
+                    "name": "Name",
+                    "Value #B": "State",
+                    "Value #C": "Max concurrent",
+                    "Value #D": "Pending jobs",
+                    "Value #E": "Running jobs",
+                },
+            )
+        )
+        .override_by_name("State", colored_cells(QUEUE_STATE))
+        .sort_by([common.TableSortByFieldState().display_name("Pending jobs").desc(True)])
+    )
+
+
+def queues() -> list[Builder[model.Panel]]:
+    return [
+        panel(
+            statetimeline.Panel(),
+            "Queue state",
+            "Whether each queue the exporter watches is active or paused. A paused queue schedules "
+            "none of its waiting jobs (running ones finish); CloudJobQueuePaused fires while it "
+            "holds some.",
+            "none",
+            [target(named(per_queue("cloudjob_queue_paused")), QUEUE_LEGEND)],
+            size=(12, 8),
+        ).mappings([mapping(QUEUE_STATE)]),
+        panel(
+            a_timeseries(),
+            "Waiting jobs per queue",
+            "Pending jobs of the selected types per queue: a line that climbs while its queue is "
+            "paused is work piling up.",
+            "short",
+            [target(named(queue_jobs("pending")), QUEUE_LEGEND)],
+            size=(12, 8),
+        ).decimals(0),
+        queue_table(),
+    ]
+
+
 def failures() -> list[Builder[model.Panel]]:
     return [
         panel(
@@ -598,6 +682,16 @@ def exporter_health() -> list[Builder[model.Panel]]:
         ).mappings([mapping({"1": ("OK", "green"), "0": ("failing", "red")})]),
         panel(
             a_stat(),
+            "Queue reads",
+            "Whether each account's last queue read worked; if not, the Queues row shows the "
+            "queues as last read.",
+            "none",
+            [target(sel("cloudjob_queue_last_success"), "{{account}}", instant=True)],
+            size=(8, 6),
+            steps=((None, "red"), (1, "green")),
+        ).mappings([mapping({"1": ("OK", "green"), "0": ("failing", "red")})]),
+        panel(
+            a_stat(),
             "Last discovery run",
             "When each account's job discovery last ran: a stalled poller shows an old time.",
             "dateTimeFromNow",
@@ -634,6 +728,7 @@ def exporter_health() -> list[Builder[model.Panel]]:
 ROWS = {
     "Overview": overview,
     "Jobs": jobs,
+    "Queues": queues,
     "Failures": failures,
     "Assessment quality": assessments,
     "Job latency": latency,

@@ -13,6 +13,17 @@ import yaml
 from dashboards import config
 
 JOB = "account, provider, job_id"
+QUEUE = "account, provider, queue_id"
+
+
+def unfinished_jobs_per_queue(*labels: str) -> str:
+    """Pending and running jobs per queue the cloud reported for them (and per `labels`)."""
+    return (
+        f"count by ({', '.join((QUEUE, *labels))}) "
+        '((cloudjob_job_phase{phase=~"pending|running"} == 1)'
+        f' * on ({JOB}) group_left (queue_id, job_type) cloudjob_job_info{{queue_id!=""}})'
+    )
+
 
 RECORDING_RULES: list[dict[str, str]] = [
     {
@@ -46,7 +57,25 @@ RECORDING_RULES: list[dict[str, str]] = [
         }
         for quantile in ("50", "90", "99")
     ),
+    {
+        # For the dashboard's queue row.
+        "record": "cloudjob:queue_unfinished_jobs:count",
+        "expr": unfinished_jobs_per_queue("job_type", "phase"),
+    },
 ]
+
+
+def with_queue_name(per_queue: str, info: str = "cloudjob_queue_info") -> str:
+    """`per_queue` (one series per account, provider and queue_id) labelled with the queue's
+    `name` from `info`.
+
+    Sharded replicas may each export the same queue, so duplicate info series collapse
+    into one; a queue without info (`metrics.exclude` can drop it) keeps its value, nameless.
+    """
+    return (
+        f"max by ({QUEUE}, name) ({info} * on ({QUEUE}) group_left () ({per_queue}))"
+        f" or on ({QUEUE}) ({per_queue})"
+    )
 
 
 def _alert(
@@ -83,6 +112,26 @@ def _stuck(phase: str, name: str) -> dict[str, Any]:
         f"Cloud job {{{{ $labels.job_id }}}} has been {phase} too long",
         f"Job {{{{ $labels.job_id }}}} of {{{{ $labels.account }}}} has been {phase} without a "
         f"state change for more than {_hours(threshold)}.",
+    )
+
+
+def _queue_paused() -> dict[str, Any]:
+    """A paused queue schedules none of its waiting jobs; its value is its unfinished jobs.
+
+    Counted here, not read from the recording rule: rule groups are evaluated independently, so
+    the rule's result would lag an evaluation behind and the alert would not stand alone.
+    """
+    held = f"{unfinished_jobs_per_queue()} and on ({QUEUE}) (cloudjob_queue_paused == 1)"
+    return _alert(
+        "CloudJobQueuePaused",
+        with_queue_name(held),
+        "warning",
+        "Queue {{ $labels.queue_id }} of {{ $labels.account }} is paused with "
+        "{{ $value }} unfinished jobs",
+        "Queue {{ $labels.queue_id }}{{ with $labels.name }} ({{ . }}){{ end }} of "
+        "{{ $labels.account }} ({{ $labels.provider }}) is paused and holds {{ $value }} pending "
+        "or running jobs: pending ones are not scheduled until the queue is resumed; running "
+        "ones still finish.",
     )
 
 
@@ -150,6 +199,7 @@ def alerting_rules(for_override: str | None = None) -> list[dict[str, Any]]:
             "The list API of {{ $labels.account }} ({{ $labels.provider }}) fails: new jobs are "
             "not found. Known jobs are still polled.",
         ),
+        _queue_paused(),
         _alert(
             "CloudJobExporterAbsent",
             "absent(cloudjob_exporter_build_info)",

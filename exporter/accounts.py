@@ -181,10 +181,20 @@ class TencentAuth(Strict):
 
 
 class Discovery(Strict):
-    """Find jobs through the list API instead of listing every id."""
+    """Find jobs through CI's list API instead of listing every id.
 
+    `list_api: jobs` (`GET /jobs`) is the default: the CI references for AI and media jobs (docs
+    1045/50305, 460/48235) and both official SDKs (cos-python-sdk-v5 `ci_list_media_jobs`,
+    cos-go-sdk-v5 `DescribeMediaJobs`) list there; `ai_jobs` (`GET /ai_jobs`) is documented for
+    Translation jobs only (doc 436/49385), for buckets that answer only there. Both documents
+    mark `queueId` and `tag` as required, so a config must name them.
+    """
+
+    list_api: Literal["jobs", "ai_jobs"] = "jobs"
     queue_id: str | None = Field(default=None, min_length=1)
     tag: str | None = Field(default=None, min_length=1)
+    # One list walk per tag (CI lists one tag at a time).
+    tags: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     states: list[str] = Field(default_factory=list)
     lookback: Duration = 86400.0
     interval: Duration = 300.0
@@ -207,6 +217,31 @@ class Discovery(Strict):
                 )
         return states
 
+    @model_validator(mode="after")
+    def _what_the_list_api_requires(self) -> Discovery:
+        problems = []
+        if self.queue_id is None:
+            problems.append(
+                "set queue_id: CI's list API requires queueId (docs 1045/50305, 460/48235)"
+            )
+        if self.tag is None and not self.tags:
+            problems.append(
+                "set tag (or tags: [..]): CI's list API requires a tag, such as Translation or "
+                "Transcode (docs 1045/50305, 460/48235)"
+            )
+        if self.tag is not None and self.tags:
+            problems.append("set tag or tags, not both")
+        if len(set(self.tags)) != len(self.tags):
+            problems.append("tags: each tag once")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def tag_list(self) -> tuple[str, ...]:
+        """The tags to list, one walk each."""
+        return (self.tag,) if self.tag is not None else tuple(self.tags)
+
 
 class TencentAccount(CloudAccount):
     provider: Literal["tencent_ci"]
@@ -218,6 +253,11 @@ class TencentAccount(CloudAccount):
     batch_size: int = Field(default=1, ge=1, le=10)
     auth: TencentAuth = TencentAuth()
     discover: Discovery | None = None
+    # `list`: one list request refreshes up to 100 of the discover queue's jobs; `lookup`: one
+    # look-up per job (or per batch_size jobs). Default: `list` with `discover`, else `lookup`.
+    refresh: Literal["list", "lookup"] | None = None
+    # How often the account's queues are read (paused or not); 0 turns it off.
+    queue_interval: DurationOrOff = 60.0
 
     @model_validator(mode="after")
     def _batching_needs_an_api_that_allows_it(self) -> TencentAccount:
@@ -225,7 +265,17 @@ class TencentAccount(CloudAccount):
             raise ValueError(
                 "batch_size > 1 needs job_api: media_jobs (/ai_jobs/<id> documents one id)"
             )
+        if self.refresh == "list" and self.discover is None:
+            raise ValueError(
+                "refresh: list needs discover (its queue_id and tag say which jobs to list)"
+            )
         return self
+
+    @property
+    def refresh_mode(self) -> Literal["list", "lookup"]:
+        if self.refresh is not None:
+            return self.refresh
+        return "list" if self.discover is not None else "lookup"
 
     @property
     def base_url(self) -> str:

@@ -66,6 +66,10 @@ def _no_discovery(account: CloudAccount) -> None:
     return None
 
 
+def _no_queues(account: CloudAccount) -> float:
+    return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Cloud(Generic[AccountT, CredentialsT]):
     """One cloud: its provider name, config model, states, provider, discovery and simulator."""
@@ -83,6 +87,12 @@ class Cloud(Generic[AccountT, CredentialsT]):
     # The account's discovery settings when it finds jobs through a list API; the provider is
     # then also a `JobLister` (exporter/discovery.py).
     discovery: Callable[[AccountT], Discovery | None] = _no_discovery
+    # The discovery settings whose list refreshes the account's jobs in bulk (`refresh: list`;
+    # the provider is a `JobLister`, exporter/refresh.py); None: each job polls on its own.
+    bulk_refresh: Callable[[AccountT], Discovery | None] = _no_discovery
+    # How often the account's queues are read (the provider is then a `QueueLister`,
+    # exporter/queues.py); 0: never.
+    queue_interval: Callable[[AccountT], float] = _no_queues
 
     def build(
         self,
@@ -148,9 +158,18 @@ def _tencent_discovery(account: TencentAccount) -> Discovery | None:
     return account.discover
 
 
+def _tencent_bulk_refresh(account: TencentAccount) -> Discovery | None:
+    return account.discover if account.refresh_mode == "list" else None
+
+
+def _tencent_queue_interval(account: TencentAccount) -> float:
+    return account.queue_interval
+
+
 async def _tencent_simulator() -> DemoCloud:
     from exporter.simulator.metastudio import start_simulator
     from exporter.simulator.tencent_ci import (
+        DEMO_QUEUE_IDS,
         DEMO_TENCENT_BUCKET,
         DEMO_TENCENT_JOBS,
         DEMO_TENCENT_REGION,
@@ -176,14 +195,28 @@ async def _tencent_simulator() -> DemoCloud:
             secret_id_env="CLOUDJOB_DEMO_TENCENT_SECRET_ID",  # noqa: S106 - a variable name
             secret_key_env="CLOUDJOB_DEMO_TENCENT_SECRET_KEY",  # noqa: S106 - a variable name
         ),
-        discover=Discovery(lookback=86400.0, interval=10.0, labels={"team": "demo"}),
+        # Discovery lists the first queue; the second queue's jobs are listed as configured
+        # ones and keep polls of their own.
+        discover=Discovery(
+            queue_id=DEMO_QUEUE_IDS[0],
+            tags=sorted(
+                {job.tag for job in DEMO_TENCENT_JOBS if job.queue_id == DEMO_QUEUE_IDS[0]}
+            ),
+            lookback=86400.0,
+            interval=10.0,
+            labels={"team": "demo"},
+        ),
     )
     environ = {
         "CLOUDJOB_DEMO_TENCENT_SECRET_ID": DEMO_TENCENT_SECRET_ID,
         "CLOUDJOB_DEMO_TENCENT_SECRET_KEY": DEMO_TENCENT_SECRET_KEY,
     }
-    # One job is listed like a configured one; discovery finds the rest.
-    listed = (DEMO_TENCENT_JOBS[0].job_id,)
+    # One job of the discovered queue is listed like a configured one, and the other queue's.
+    listed = tuple(
+        job.job_id
+        for job in DEMO_TENCENT_JOBS
+        if job is DEMO_TENCENT_JOBS[0] or job.queue_id != DEMO_QUEUE_IDS[0]
+    )
     return DemoCloud(account, listed, environ, url, runner.cleanup)
 
 
@@ -206,6 +239,8 @@ CLOUDS: tuple[Cloud[Any, Any], ...] = (
         demo_account="demo-tencent",
         simulator=_tencent_simulator,
         discovery=_tencent_discovery,
+        bulk_refresh=_tencent_bulk_refresh,
+        queue_interval=_tencent_queue_interval,
     ),
 )
 BY_NAME: dict[str, Cloud[Any, Any]] = {cloud.name: cloud for cloud in CLOUDS}

@@ -162,6 +162,7 @@ def exporter_families(
         ("account", "provider"),
         ((key, status.added_total) for key, status in view.discovery.items()),
     )
+    yield from _queue_families(view)
     forgotten = GaugeMetricFamily(
         "cloudjob_forgotten_jobs",
         "Forgotten jobs (after terminal_retention, or deleted through the API) whose tombstones "
@@ -193,6 +194,46 @@ def exporter_families(
         ("account", "provider", "reason"),
         view.poll_errors.items(),
     )
+
+
+def _queue_families(view: StoreView) -> Iterator[Metric]:
+    """The queues each account's jobs are in (refreshed every `queue_interval`), as last read."""
+    info = InfoMetricFamily(
+        "cloudjob_queue",
+        "A queue the account's jobs are in, with its name; always 1.",
+        labels=("account", "provider", "queue_id"),
+    )
+    paused = GaugeMetricFamily(
+        "cloudjob_queue_paused",
+        "1 if the cloud says the queue is paused (its waiting jobs are not scheduled), else 0.",
+        labels=("account", "provider", "queue_id"),
+    )
+    concurrent = GaugeMetricFamily(
+        "cloudjob_queue_max_concurrent",
+        "How many of the queue's jobs the cloud runs at once (MaxConcurrent).",
+        labels=("account", "provider", "queue_id"),
+    )
+    ok = GaugeMetricFamily(
+        "cloudjob_queue_last_success",
+        "1 if the account's last queue read succeeded, 0 if it failed (the queue series then "
+        "keep the last values read).",
+        labels=("account", "provider"),
+    )
+    at = GaugeMetricFamily(
+        "cloudjob_queue_last_run_timestamp_seconds",
+        "When the account's queues were last read, Unix time.",
+        labels=("account", "provider"),
+    )
+    for (account, provider), status in sorted(view.queues.items()):
+        ok.add_metric((account, provider), float(status.last_success))
+        at.add_metric((account, provider), status.last_run_at)
+        for queue in status.queues:
+            labels = (account, provider, queue.queue_id)
+            info.add_metric(labels, {"name": queue.name})
+            paused.add_metric(labels, float(queue.paused))
+            if queue.max_concurrent is not None:
+                concurrent.add_metric(labels, queue.max_concurrent)
+    yield from (info, paused, concurrent, ok, at)
 
 
 def _counter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
@@ -17,6 +17,7 @@ from exporter.lifecycle import Lifecycle
 from exporter.model import Exchange, ProviderError, ThrottledError
 from exporter.poller import Poller
 from exporter.providers.base import JobList
+from exporter.ratelimit import RateLimiter
 from exporter.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,47 @@ class JobLister(Protocol):
     provider: str
     account: str
 
-    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
-        """One page of jobs created after `since`, filtered as the account's config says."""
+    async def list_jobs(
+        self, since: float, next_token: str | None = None, *, tag: str, states: Sequence[str] = ()
+    ) -> JobList:
+        """One page of the `tag` jobs created after `since` in `states` (every state when
+        empty), in the queue the account's config names."""
         ...
+
+
+async def list_pages(
+    lister: JobLister,
+    limiter: RateLimiter,
+    store: Store,
+    *,
+    since: float,
+    tag: str,
+    states: Sequence[str] = (),
+    monotonic: Callable[[], float] = time.monotonic,
+    truncated_event: str = "discovery_truncated",
+) -> AsyncIterator[JobList]:
+    """Every page of one list walk, each request paced by the account's limiter and counted.
+
+    A failed page raises its ProviderError (a throttled one first holds the account back, polls
+    included); after MAX_LIST_PAGES the walk stops, and the last page still has a next token.
+    """
+    token: str | None = None
+    for _ in range(MAX_LIST_PAGES):
+        await limiter.acquire()
+        started = monotonic()
+        try:
+            page = await lister.list_jobs(since, token, tag=tag, states=states)
+        except ProviderError as error:
+            store.on_exchange(lister.account, lister.provider, error.status, monotonic() - started)
+            if isinstance(error, ThrottledError):
+                limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
+            raise
+        store.on_exchange(lister.account, lister.provider, Exchange.OK, monotonic() - started)
+        yield page
+        token = page.next_token
+        if not token:
+            return
+    log.warning(truncated_event, extra={"account": lister.account, "pages": MAX_LIST_PAGES})
 
 
 async def discover_once(
@@ -47,37 +86,28 @@ async def discover_once(
     wall: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Walk every page of the list API once and record the run; returns the jobs added.
+    """Walk every page of the list API once per tag and record the run; returns the jobs added.
 
     Jobs from pages before a failure are kept (and counted); the run still counts as failed.
     """
     since = wall() - spec.lookback
-    token: str | None = None
     added = 0
     limiter = poller.limiter(lister.account)
-    for _ in range(MAX_LIST_PAGES):
-        await limiter.acquire()
-        started = monotonic()
-        try:
-            page = await lister.list_jobs(since, token)
-        except ProviderError as error:
-            store.on_exchange(lister.account, lister.provider, error.status, monotonic() - started)
-            if isinstance(error, ThrottledError):
-                # Polls of the same account back off too, as after a throttled poll.
-                limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
-            store.record_discovery(
-                lister.account, lister.provider, ok=False, at=wall(), added=added
-            )
-            raise
-        store.on_exchange(lister.account, lister.provider, Exchange.OK, monotonic() - started)
-        added += lifecycle.add_discovered(lister.account, page.jobs, spec.labels)
-        token = page.next_token
-        if not token:
-            break
-    else:
-        log.warning(
-            "discovery_truncated", extra={"account": lister.account, "pages": MAX_LIST_PAGES}
-        )
+    try:
+        for tag in spec.tag_list:
+            async for page in list_pages(
+                lister,
+                limiter,
+                store,
+                since=since,
+                tag=tag,
+                states=spec.states,
+                monotonic=monotonic,
+            ):
+                added += lifecycle.add_discovered(lister.account, page.jobs, spec.labels)
+    except ProviderError:
+        store.record_discovery(lister.account, lister.provider, ok=False, at=wall(), added=added)
+        raise
     store.record_discovery(lister.account, lister.provider, ok=True, at=wall(), added=added)
     return added
 

@@ -77,6 +77,18 @@ class JobSnapshot:
         return max(0.0, self.finished_at - self.created_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A cloud's job queue as its queue API describes it (Tencent CI `QueueList`)."""
+
+    queue_id: str
+    name: str
+    state: str
+    # Whether the queue schedules no new jobs (CI `State` `Paused`): its waiting jobs wait.
+    paused: bool
+    max_concurrent: int | None = None
+
+
 class Exchange(StrEnum):
     """How a request to a cloud ended, where that is not an HTTP status code: the `status`
     label of cloudjob_api_requests_total is the code as text ("200", "404") or one of these."""

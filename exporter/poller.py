@@ -26,7 +26,7 @@ from exporter.model import (
 )
 from exporter.providers.base import Provider
 from exporter.ratelimit import RateLimiter
-from exporter.store import JobKey, Store, Transition
+from exporter.store import JobKey, JobState, Store, Transition
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class Poller:
         self._unknown_states_logged: set[tuple[str, str]] = set()
         self._limiters: dict[str, RateLimiter] = {}
         self._update_limiters()
+        # Per account, which jobs a bulk refresh keeps fresh (refresh.py): their own polls are
+        # skipped while it does, except the look-ups it asks for.
+        self._coverage: dict[str, Callable[[JobState], bool]] = {}
+        self._look_up: set[JobKey] = set()
         self.running = False
         lifecycle.attach(self)
 
@@ -99,6 +103,27 @@ class Poller:
         self._settings = settings
         self._providers = dict(providers)
         self._update_limiters()
+
+    def cover(self, account: str, covers: Callable[[JobState], bool]) -> None:
+        """Skip the polls of the account's jobs that `covers` says another source refreshes."""
+        self._coverage[account] = covers
+
+    def uncover(self, account: str, covers: Callable[[JobState], bool]) -> None:
+        if self._coverage.get(account) == covers:
+            del self._coverage[account]
+
+    def look_up(self, keys: Sequence[JobKey]) -> None:
+        """Poll these jobs now, covered or not (a bulk refresh no longer lists them)."""
+        for key in keys:
+            self._look_up.add(key)
+            self._schedule(key, 0.0)
+
+    def record_listed(self, account: str, snapshots: Sequence[JobSnapshot]) -> None:
+        """Tracked jobs a list request described, recorded as polls of them."""
+        at = self._wall()
+        for snapshot in snapshots:
+            key = JobKey(account, snapshot.job_id)
+            self._log_success(self._store.record_success(key, snapshot, at))
 
     def jobs_added(
         self, keys: Sequence[JobKey], found: Sequence[Transition | None] | None = None
@@ -176,6 +201,7 @@ class Poller:
                 if key in self._store:
                     return heap[0]
                 del self._generation[key]
+                self._look_up.discard(key)
             heapq.heappop(heap)
         return None
 
@@ -202,12 +228,19 @@ class Poller:
         if provider is None or heap is None:
             return []
         size, window = max(1, provider.batch_size), self._batch_window(provider)
+        covers = self._coverage.get(account)
         batch: list[JobKey] = []
         while len(batch) < size and (due := self._next_live(heap)) is not None:
             if due[0] > (now + window if batch else now):
                 break
             heapq.heappop(heap)
-            batch.append(due[2])
+            key = due[2]
+            if covers is not None and key not in self._look_up:
+                state = self._store.get(key)
+                if state is not None and covers(state):
+                    self._schedule(key, self._delay(key, 1.0))
+                    continue
+            batch.append(key)
         return batch
 
     def _start(self, account: str, keys: list[JobKey]) -> None:
@@ -328,6 +361,7 @@ class Poller:
     ) -> None:
         at = self._wall()
         for key in keys:
+            self._look_up.discard(key)
             outcome = outcomes.get(key.job_id) or ResponseParseError(
                 "the provider returned nothing for this job", status=Exchange.OK
             )

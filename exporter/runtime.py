@@ -35,6 +35,8 @@ from exporter.lifecycle import Lifecycle
 from exporter.poller import Poller
 from exporter.providers.base import Provider
 from exporter.providers.registry import build_providers
+from exporter.queues import QueueLister, QueueWatch
+from exporter.refresh import BulkRefresh
 from exporter.sharding import Shard
 from exporter.statefile import StateFile, StateFileError
 from exporter.store import Store
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 PERSIST_INTERVAL = 2.0
 # How often tombstones and retired jobs past their time to live are pruned (and on reloads).
 HOUSEKEEPING_INTERVAL = 60.0
+# The tasks each account may run beside the poller; a reload restarts them all.
+ACCOUNT_TASKS = ("discovery ", "refresh ", "queues ")
 # Settings a reload cannot change in a running process.
 RESTART_ONLY = ("listen", "state_file", "max_concurrency", "shard", "total_shards")
 
@@ -116,7 +120,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _start_discoveries(self, settings: Settings) -> None:
+    def _start_account_tasks(self, settings: Settings) -> None:
+        """Discovery, bulk refresh and queue reads, for the accounts whose config asks."""
         assert self.poller is not None  # noqa: S101 - started before
         assert self.lifecycle is not None  # noqa: S101 - started before
         for account, spec in self._discoveries(settings):
@@ -138,6 +143,32 @@ class Runtime:
                         spec.interval,
                     ),
                 )
+        for name, config in settings.accounts.items():
+            cloud, provider = cloud_of(config), self.providers.get(name)
+            refresh = cloud.bulk_refresh(config)
+            if refresh is not None and isinstance(provider, JobLister):
+                bulk = BulkRefresh(
+                    provider,
+                    refresh,
+                    self.poller,
+                    self.lifecycle,
+                    self.store,
+                    settings.poll_interval,
+                    wall=self._wall,
+                )
+                self._spawn(f"refresh {name}", bulk.run())
+            interval = cloud.queue_interval(config)
+            if interval > 0 and isinstance(provider, QueueLister):
+                spec = cloud.discovery(config)
+                watch = QueueWatch(
+                    provider,
+                    self.poller.limiter(name),
+                    self.store,
+                    interval,
+                    extra=(spec.queue_id,) if spec is not None and spec.queue_id else (),
+                    wall=self._wall,
+                )
+                self._spawn(f"queues {name}", watch.run())
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -187,7 +218,7 @@ class Runtime:
         lifecycle.prune()
         await self.persist()
         self._spawn("poller", poller.run())
-        self._start_discoveries(settings)
+        self._start_account_tasks(settings)
         self._spawn("housekeeping", self._housekeep_forever())
         if self.statefile is not None:
             self._spawn("persist", self._persist_forever())
@@ -280,7 +311,7 @@ class Runtime:
             log.warning("reload_needs_restart", extra={"keys": ignored})
         assert self.poller is not None  # noqa: S101 - started before
         assert self.lifecycle is not None  # noqa: S101 - started before
-        for name in [name for name in self._tasks if name.startswith("discovery ")]:
+        for name in [name for name in self._tasks if name.startswith(ACCOUNT_TASKS)]:
             await self._cancel(name)
         self.poller.reconfigure(settings, providers)
         self.lifecycle.reconfigure(settings, _accounts(providers), self._ttls(settings))
@@ -289,7 +320,7 @@ class Runtime:
         self.settings = settings
         self.providers = providers
         self.api_token = token
-        self._start_discoveries(settings)
+        self._start_account_tasks(settings)
         self._mtimes = self._current_mtimes(settings)
         self.store.record_reload(ok=True, at=self._wall())
         log.info(

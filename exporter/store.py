@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from exporter.model import Exchange, JobSnapshot, Phase, ProviderError
+from exporter.model import Exchange, JobSnapshot, Phase, ProviderError, Queue
 
 # API latency buckets: gateways answer in tens of ms; a slow cloud takes seconds; timeouts at 10 s.
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -109,6 +109,15 @@ class DiscoveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """An account's last queue read: the queues are those of the last read that worked."""
+
+    last_success: bool
+    last_run_at: float
+    queues: tuple[Queue, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstone:
     """A forgotten job, remembered so that no source brings it back (the rules: lifecycle.py).
 
@@ -166,6 +175,8 @@ class StoreView:
     # (account, provider, job_type, phase) -> run times of jobs seen finishing.
     job_durations: Mapping[tuple[str, str, str, str], Histogram]
     discovery: Mapping[tuple[str, str], DiscoveryStatus]
+    # (account, provider) -> its last queue read.
+    queues: Mapping[tuple[str, str], QueueStatus]
     # (account, provider, job_type, code) -> entries into the failed phase.
     failures: Mapping[tuple[str, str, str, str], int]
     # (account, provider) -> tombstones held, for the accounts configured now.
@@ -219,6 +230,7 @@ class Store:
         self._poll_errors: dict[tuple[str, str, str], int] = {}
         self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
+        self._queues: dict[tuple[str, str], QueueStatus] = {}
         self._failures: dict[tuple[str, str, str, str], int] = {}
         self._reload_ok = True
         self._reload_success_at: float | None = None
@@ -343,6 +355,7 @@ class Store:
             self._poll_errors,
             self._job_durations,
             self._discovery,
+            self._queues,
             self._failures,
         ):
             _drop_account(table, account)
@@ -518,6 +531,17 @@ class Store:
         total = (before.added_total if before else 0) + added
         self._discovery[(account, provider)] = DiscoveryStatus(ok, at, total)
 
+    def record_queues(
+        self, account: str, provider: str, queues: tuple[Queue, ...] | None, *, at: float
+    ) -> None:
+        """A queue read: the queues it found, or None when it failed (the last ones are kept)."""
+        before = self._queues.get((account, provider))
+        if queues is None:
+            queues = before.queues if before is not None else ()
+            self._queues[(account, provider)] = QueueStatus(False, at, queues)
+        else:
+            self._queues[(account, provider)] = QueueStatus(True, at, queues)
+
     def on_exchange(self, account: str, provider: str, status: str, seconds: float) -> None:
         """Count one request to a cloud, polls and discovery alike: `status` is the HTTP status
         code as text or an `Exchange`; a request never sent (`Exchange.NONE`) is not counted."""
@@ -539,6 +563,7 @@ class Store:
             poll_errors=dict(self._poll_errors),
             job_durations={key: h.copy() for key, h in self._job_durations.items()},
             discovery=dict(self._discovery),
+            queues=dict(self._queues),
             failures=dict(self._failures),
             forgotten={
                 (account, provider): self._forgotten.get((account, provider), 0)

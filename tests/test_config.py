@@ -237,12 +237,15 @@ def _time_key_config(key: str, value: str) -> str:
     discover = {"lookback": "86400", "interval": "300"}
     if key.startswith("accounts.tc.discover."):
         discover[key.rpartition(".")[2]] = value
+    queue_interval = value if key == "accounts.tc.queue_interval" else "1m"
     return (
         (f"{key}: {value}\n" if top_level else "")
         + "accounts:\n"
         + "  hw: {provider: huawei_metastudio, region: r, project_id: p}\n"
         + "  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-x\n"
-        + f"    discover: {{lookback: {discover['lookback']}, interval: {discover['interval']}}}\n"
+        + f"    queue_interval: {queue_interval}\n"
+        + "    discover: {queue_id: q, tag: Translation,"
+        + f" lookback: {discover['lookback']}, interval: {discover['interval']}}}\n"
         + f"jobs:\n  - {{account: hw, id: j{job_extra}}}\n"
     )
 
@@ -255,6 +258,8 @@ def _time_key_value(settings: Settings, key: str) -> float:
         assert isinstance(account, TencentAccount)
         assert account.discover is not None
         value = getattr(account.discover, key.rpartition(".")[2])
+    elif key.startswith("accounts.tc."):
+        value = getattr(settings.accounts["tc"], key.rpartition(".")[2])
     else:
         value = getattr(settings, key)
     assert isinstance(value, float)
@@ -271,6 +276,7 @@ TIME_KEYS = {
     "jobs[0].poll_interval": False,
     "accounts.tc.discover.lookback": False,
     "accounts.tc.discover.interval": False,
+    "accounts.tc.queue_interval": True,
 }
 # Float keys that are not times.
 NOT_TIME_KEYS = {"max_rps"}
@@ -350,3 +356,67 @@ def test_a_secret_from_both_a_variable_and_a_file_is_refused_naming_both_keys(
 ) -> None:
     with pytest.raises(ValidationError, match=f"set {secret}_env or {secret}_file, not both"):
         model.model_validate({f"{secret}_env": "SOME_VAR", f"{secret}_file": "/run/secret"})
+
+
+_TENCENT = (
+    "accounts:\n  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-x\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        (
+            "    discover: {tag: Translation}\n",
+            "accounts.tc.discover: set queue_id: CI's list API requires queueId",
+        ),
+        (
+            "    discover: {queue_id: q}\n",
+            "accounts.tc.discover: set tag (or tags: [..]): CI's list API requires a tag",
+        ),
+        (
+            "    discover: {queue_id: q, tag: Translation, tags: [Translation]}\n",
+            "accounts.tc.discover: set tag or tags, not both",
+        ),
+        (
+            "    discover: {queue_id: q, tags: [Translation, Translation]}\n",
+            "accounts.tc.discover: tags: each tag once",
+        ),
+        (
+            "    discover: {queue_id: q, tag: Translation, list_api: media_jobs}\n",
+            "accounts.tc.discover.list_api: Input should be 'jobs' or 'ai_jobs'",
+        ),
+        (
+            "    refresh: list\n",
+            "accounts.tc: refresh: list needs discover (its queue_id and tag say which jobs",
+        ),
+        ("    refresh: sometimes\n", "accounts.tc.refresh: Input should be 'list' or 'lookup'"),
+        ("    queue_interval: -1\n", "accounts.tc.queue_interval: Input should be greater"),
+    ],
+)
+def test_list_and_queue_keys_fail_with_one_line_naming_the_key(
+    tmp_path: Path, keys: str, problem: str
+) -> None:
+    (line,) = _problems(tmp_path, _TENCENT + keys)
+    assert line.startswith(problem), line
+
+
+@pytest.mark.parametrize(
+    ("keys", "mode"),
+    [
+        ("", "lookup"),
+        ("    discover: {queue_id: q, tag: Translation}\n", "list"),
+        ("    refresh: lookup\n    discover: {queue_id: q, tags: [A, B]}\n", "lookup"),
+        ("    refresh: list\n    discover: {queue_id: q, tag: Translation}\n", "list"),
+    ],
+)
+def test_refresh_is_list_by_default_only_with_discover(
+    tmp_path: Path, keys: str, mode: str
+) -> None:
+    account = load_settings(_write(tmp_path, _TENCENT + keys)).accounts["tc"]
+    assert isinstance(account, TencentAccount)
+    assert account.refresh_mode == mode
+    assert account.queue_interval == 60.0
+    if account.discover is not None:
+        assert account.discover.list_api == "jobs"
+        assert account.discover.tag_list in (("Translation",), ("A", "B"))

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from dashboards.generate import DASHBOARD_FILE, dashboard_text
 
@@ -55,5 +61,27 @@ def test_every_panel_has_a_description_a_unit_and_the_datasource_variable() -> N
 
 def test_the_issue_rows_are_all_there() -> None:
     rows = [p["title"] for p in _model()["panels"] if p["type"] == "row"]
-    for wanted in ("Overview", "Jobs", "Failures", "Assessment", "latency", "health"):
+    for wanted in ("Overview", "Jobs", "Queues", "Failures", "Assessment", "latency", "health"):
         assert any(wanted.lower() in row.lower() for row in rows), (wanted, rows)
+
+
+def test_every_query_is_promql_that_promtool_accepts(tmp_path: Path) -> None:
+    """Each query as a recording rule for `promtool check rules`, Grafana's interval variables
+    replaced by a duration: a syntax error fails here without a running Prometheus."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make test` installs Debian's prometheus package")
+    exprs = [
+        re.sub(r"\$__\w+", "5m", target["expr"])
+        for panel in _panels(_model()["panels"])
+        for target in panel.get("targets", [])
+    ]
+    assert len(exprs) >= 10
+    rules = [{"record": f"dashboard:query_{n}:check", "expr": e} for n, e in enumerate(exprs)]
+    path = tmp_path / "queries.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout

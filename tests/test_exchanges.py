@@ -58,7 +58,9 @@ class Scripted:
         self._answer()
         return {job_id: snapshot("Running", job_id) for job_id in job_ids}
 
-    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
+    async def list_jobs(
+        self, since: float, next_token: str | None = None, *, tag: str, states: Sequence[str] = ()
+    ) -> JobList:
         self._answer()
         page = int(next_token or 0)
         return JobList((snapshot("Running", f"found-{page}"),), str(page + 1))
@@ -133,7 +135,7 @@ async def test_discovery_counts_each_list_call_like_a_poll() -> None:
     with pytest.raises(UpstreamError):
         await discover_once(
             scripted,
-            Discovery(queue_id="q"),
+            Discovery(queue_id="q", tag="Translation"),
             poller,
             lifecycle,
             store,
@@ -154,7 +156,13 @@ async def test_a_list_call_that_sent_no_request_is_not_counted_as_one() -> None:
     store, poller, lifecycle = _setup(scripted, clock)
     with pytest.raises(AuthError):
         await discover_once(
-            scripted, Discovery(), poller, lifecycle, store, wall=clock.time, monotonic=clock.time
+            scripted,
+            Discovery(queue_id="q", tag="Translation"),
+            poller,
+            lifecycle,
+            store,
+            wall=clock.time,
+            monotonic=clock.time,
         )
     assert store.view().api_requests == {}
     assert store.view().discovery[(ACCOUNT, PROVIDER)].last_success is False

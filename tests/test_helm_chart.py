@@ -79,7 +79,10 @@ EVERYTHING: dict[str, Any] = {
                 "provider": "tencent_ci",
                 "bucket": "examplebucket-1250000000",
                 "region": "ap-beijing",
-                "discover": {"queue_id": "p893bcda225bf4945a378da6662e81a89"},
+                "discover": {
+                    "queue_id": "p893bcda225bf4945a378da6662e81a89",
+                    "tag": "Transcode",
+                },
             },
         },
         "jobs": [

@@ -239,7 +239,8 @@ async def test_discovery_finds_unlisted_jobs_across_pages(
         cloud.sim.add_job(f"a-found-{n}", STUCK, queue_id="q-discover")
     cloud.sim.add_job("a-other-queue", STUCK, queue_id="q-other")
     extra = (
-        "    discover: {queue_id: q-discover, lookback: 1h, interval: 0.5s, page_size: 2,"
+        "    discover: {queue_id: q-discover, tag: Translation, lookback: 1h, interval: 0.5s,"
+        " page_size: 2,"
         " labels: {source: discovery}}\n"
     )
     server = await _exporter(aiohttp_server, tmp_path, _config(cloud.url, extra=extra))
@@ -263,7 +264,7 @@ async def test_a_refused_list_call_is_recorded_as_a_failed_discovery_run(
 ) -> None:
     cloud.sim.add_job("a-found-0", STUCK, queue_id="q-discover")
     # Discovery signs with a key the simulator does not know: every list call is refused.
-    extra = "    discover: {queue_id: q-discover, lookback: 1h, interval: 0.3s}\n"
+    extra = "    discover: {queue_id: q-discover, tag: Translation, lookback: 1h, interval: 0.3s}\n"
     path = tmp_path / "config.yaml"
     path.write_text(_config(cloud.url, extra=extra))
     environ = {"T_ID": SECRET_ID, "T_KEY": "wrong-key", "T_TOKEN": TOKEN}

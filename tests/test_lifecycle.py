@@ -182,7 +182,7 @@ async def test_removing_an_account_removes_its_discovery_status_and_poll_error_s
         tencent = (
             f"  tc:\n    provider: tencent_ci\n    bucket: b-1250000000\n    region: ap-beijing\n"
             f'    endpoint: "{url}"\n    auth: {{secret_id_env: T_ID, secret_key_env: T_KEY}}\n'
-            "    discover: {queue_id: q, lookback: 1h, interval: 0.3s}\n"
+            "    discover: {queue_id: q, tag: Translation, lookback: 1h, interval: 0.3s}\n"
         )
         both = (
             "poll_interval: 0.2s\nmax_retries: 0\naccounts:\n"

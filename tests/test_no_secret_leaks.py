@@ -90,7 +90,7 @@ accounts:
     region: ap-beijing
     endpoint: "{tc_url}"
     auth: {{secret_id_env: TC_ID, secret_key_env: TC_KEY, token_env: TC_TOKEN}}
-    discover: {{interval: 0.5s}}
+    discover: {{queue_id: p893bcda225bf4945a378da6662e81a89, tag: Translation, interval: 0.5s}}
 jobs:
   - {{account: hw, id: hw-0}}
   - {{account: hw, id: missing-job}}

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter.collector import SummaryCollector
-from exporter.model import Exchange, NotFoundError, ResponseParseError
+from exporter.model import Exchange, NotFoundError, Queue, ResponseParseError
 from exporter.store import JobKey, Store, Tombstone
 from tests.conftest import snapshot
 
@@ -56,6 +56,16 @@ def _busy_store() -> Store:
     store.on_exchange("tc", TC, Exchange.CONNECTION, 1.5)
     store.record_discovery("hw", HW, ok=True, at=1700.0, added=3)
     store.record_discovery("tc", TC, ok=False, at=1800.0)
+    store.record_queues(
+        "tc",
+        TC,
+        (
+            Queue("p-active", "ai-queue", "Active", paused=False, max_concurrent=10),
+            Queue("p-paused", 'odd "name"\n', "Paused", paused=True),
+        ),
+        at=1800.0,
+    )
+    store.record_queues("tc", TC, None, at=1850.0)  # a failed read keeps the queues read before
     store.bury(JobKey("hw", "old"), Tombstone(HW, "expired", 10.0, 5.0))
     store.record_reload(ok=False, at=1900.0)
     return store

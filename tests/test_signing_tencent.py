@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypedDict
 from unittest import mock
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 import requests
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from qcloud_cos import CosConfig, CosS3Client
 from qcloud_cos.cos_auth import CosS3Auth, filter_headers
 from requests.structures import CaseInsensitiveDict
 
+from exporter.accounts import Discovery, TencentAccount, TencentCredentials
+from exporter.providers.tencent_ci import TencentCI
 from exporter.signing import tencent
 
 # What requests lets through as a header value (requests.utils._validate_header_part).
@@ -437,3 +443,106 @@ def test_the_wrong_secret_key_or_a_changed_window_does_not_verify() -> None:
     )
     assert garbled is not None
     assert not tencent.verify(**request, secret_key="sk", auth=garbled)
+
+
+class _Captured(TypedDict):
+    path: str
+    query: dict[str, str]
+    host: str
+    authorization: str
+
+
+async def _exporter_sends(
+    call: Callable[[TencentCI], Awaitable[object]], *, list_api: str, job_api: str
+) -> _Captured:
+    """The one request our provider makes for `call`, as a loopback server received it."""
+    captured: list[_Captured] = []
+
+    async def record(request: web.Request) -> web.Response:
+        captured.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "host": request.headers["Host"],
+                "authorization": request.headers["Authorization"],
+            }
+        )
+        return web.Response(body=b"<Response></Response>", content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        account = TencentAccount(
+            provider="tencent_ci",
+            bucket="examplebucket-1250000000",
+            region="ap-beijing",
+            endpoint=str(server.make_url("")),
+            job_api=job_api,
+            discover=Discovery(
+                list_api=list_api,
+                queue_id="p893bcda225bf4945a378da6662e81a89",
+                tag="Translation",
+            ),
+        )
+        credentials = TencentCredentials(SecretStr("AKIDtemp"), SecretStr("sk-temp"))
+        async with aiohttp.ClientSession() as session:
+            provider = TencentCI(
+                account="tc", config=account, credentials=credentials, session=session, timeout=5
+            )
+            await call(provider)
+    finally:
+        await server.close()
+    (request,) = captured
+    return request
+
+
+@pytest.mark.parametrize(
+    ("job_api", "call", "path"),
+    [
+        ("ai_jobs", lambda p: p.list_jobs(1.7e9, None, tag="Translation"), "/jobs"),
+        (
+            "media_jobs",
+            lambda p: p.list_jobs(1.7e9, "tok/en+=", tag="Transcode", states=["Running"]),
+            "/jobs",
+        ),
+        ("ai_jobs", lambda p: p.list_queues(["p1", "p2"]), "/ai_queue"),
+        ("media_jobs", lambda p: p.list_queues(["p1"], 2), "/queue"),
+    ],
+)
+async def test_every_list_and_queue_request_verifies_with_the_sdk(
+    job_api: str, call: Callable[[TencentCI], Awaitable[object]], path: str
+) -> None:
+    """cos-python-sdk-v5's CosS3Auth, given what arrived (path, every query parameter, Host)
+    and our signature's moment, computes the very Authorization we sent."""
+    sent = await _exporter_sends(call, list_api="jobs", job_api=job_api)
+    assert sent["path"] == path
+    auth = tencent.parse_authorization(sent["authorization"])
+    assert auth is not None
+    start, end = auth.sign_time
+    request: _Request = {
+        "method": "GET",
+        "path": sent["path"],
+        "params": sent["query"],
+        "secret_id": "AKIDtemp",
+        "secret_key": "sk-temp",
+        "expire": end - start - tencent.BACKDATE_SECONDS,
+    }
+    signed = _sdk_sign(
+        request,
+        netloc=sent["host"],
+        headers={"Host": sent["host"]},
+        token=None,
+        now=start + tencent.BACKDATE_SECONDS,
+    )
+    assert signed.headers["Authorization"] == sent["authorization"]
+    # Every query parameter is signed, as the SDK signs them.
+    assert auth.param_list == tuple(sorted(name.lower() for name in sent["query"]))
+
+
+async def test_the_list_path_follows_list_api_not_job_api() -> None:
+    sent = await _exporter_sends(
+        lambda p: p.list_jobs(1.7e9, tag="Translation"), list_api="ai_jobs", job_api="media_jobs"
+    )
+    assert sent["path"] == "/ai_jobs"

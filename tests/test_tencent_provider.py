@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.model import AuthError, NotFoundError, Phase, ResponseParseError, ThrottledError
-from exporter.providers.tencent_ci import _error, parse_response, parse_time
+from exporter.providers.tencent_ci import _error, parse_queues, parse_response, parse_time
 from exporter.simulator.tencent_ci import SEED_SAMPLE_BODY
 from exporter.states import TENCENT_STATES, TENCENT_TABLE
 
@@ -129,3 +129,54 @@ def test_error_bodies_are_surfaced_with_code_and_request_id(
     assert isinstance(result, error)
     assert result.code == code
     assert "NTk0MjdmODlfMjQ4OGY3XzYzYzhf" in str(result)
+
+
+QUEUE_ANSWER = b"""<Response>
+  <RequestId>NjQ3ZGE5ZWJfOTBmYTUwOWVfOTUzMl8x</RequestId>
+  <TotalCount>2</TotalCount>
+  <PageNumber>1</PageNumber>
+  <PageSize>10</PageSize>
+  <QueueList>
+    <QueueId>p893bcda225bf4945a378da6662e81a89</QueueId>
+    <Name>ai-queue</Name>
+    <State>Active</State>
+    <MaxSize>10000</MaxSize>
+    <MaxConcurrent>10</MaxConcurrent>
+    <Category>AIProcess</Category>
+  </QueueList>
+  <QueueList>
+    <QueueId>p73fc66f5e121531194c27ca7c20760d7</QueueId>
+    <Name>paused-queue</Name>
+    <State>Paused</State>
+    <MaxConcurrent>x</MaxConcurrent>
+  </QueueList>
+  <NonExistPIDs>p-nope</NonExistPIDs>
+</Response>"""
+
+
+def test_a_queue_answer_parses_with_paused_and_max_concurrent() -> None:
+    page = parse_queues(QUEUE_ANSWER)
+    assert page.total == 2
+    active, paused = page.queues
+    assert (active.queue_id, active.name, active.paused, active.max_concurrent) == (
+        "p893bcda225bf4945a378da6662e81a89",
+        "ai-queue",
+        False,
+        10,
+    )
+    assert paused.paused
+    assert paused.state == "Paused"
+    assert paused.max_concurrent is None  # not a number: no sample rather than a wrong one
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<Error><Code>x</Code></Error>",
+        b"<Response><QueueList><Name>n</Name></QueueList></Response>",
+        b"<Response><QueueList>",
+    ],
+)
+def test_unusable_queue_answers_are_parse_errors(body: bytes) -> None:
+    with pytest.raises(ResponseParseError):
+        parse_queues(body)

@@ -20,6 +20,7 @@ from exporter.model import (
     NotFoundError,
     PollTimeout,
     ProviderError,
+    Queue,
     ResponseParseError,
     ThrottledError,
     UpstreamError,
@@ -42,6 +43,14 @@ class JobList:
 
     jobs: tuple[JobSnapshot, ...]
     next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    """One page of a cloud's queue API, and how many queues all pages hold."""
+
+    queues: tuple[Queue, ...]
+    total: int
 
 
 class Provider(Protocol):

@@ -11,10 +11,24 @@ from urllib.parse import quote
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from exporter.accounts import Discovery, TencentAccount, TencentCredentials
+from exporter.accounts import TencentAccount, TencentCredentials
 from exporter.assessment import UnparseableValue, parse_value
-from exporter.model import JobSnapshot, NotFoundError, Phase, ProviderError, ResponseParseError
-from exporter.providers.base import AccountClient, ErrorCodes, JobList, answer_error, http_get
+from exporter.model import (
+    JobSnapshot,
+    NotFoundError,
+    Phase,
+    ProviderError,
+    Queue,
+    ResponseParseError,
+)
+from exporter.providers.base import (
+    AccountClient,
+    ErrorCodes,
+    JobList,
+    QueuePage,
+    answer_error,
+    http_get,
+)
 from exporter.signing import tencent
 from exporter.states import TENCENT_TABLE
 
@@ -37,6 +51,8 @@ ERROR_CODES = ErrorCodes(
     not_found=frozenset({"ResourceNotFound", "NoSuchResource", "NoSuchJob"}),
 )
 _UNSET_TIMES = frozenset({"", "-"})
+# Queues a page of the queue API holds: ten, the most `queueIds` may name (docs 1045/72923).
+QUEUE_PAGE_SIZE = 10
 
 
 def _text(element: ET.Element, name: str) -> str | None:
@@ -134,6 +150,33 @@ def parse_response(body: bytes) -> tuple[list[JobSnapshot], set[str], str | None
     return jobs, missing, next_token
 
 
+def parse_queues(body: bytes) -> QueuePage:
+    """A queue API answer: `<Response><TotalCount/>…<QueueList>…</QueueList>*</Response>`."""
+    root = _parse_xml(body, 200)
+    if root.tag != "Response":
+        raise ResponseParseError(f"expected <Response>, got <{root.tag}>", status="200")
+    queues = []
+    for element in root.findall("QueueList"):
+        queue_id = _text(element, "QueueId")
+        state = _text(element, "State")
+        if not queue_id or not state:
+            raise ResponseParseError("QueueList without QueueId or State", status="200")
+        raw_concurrent = _text(element, "MaxConcurrent")
+        concurrent = int(raw_concurrent) if raw_concurrent and raw_concurrent.isdigit() else None
+        queues.append(
+            Queue(
+                queue_id=queue_id,
+                name=_text(element, "Name") or "",
+                state=state,
+                paused=state == "Paused",
+                max_concurrent=concurrent,
+            )
+        )
+    raw_total = _text(root, "TotalCount") or ""
+    total = int(raw_total) if raw_total.isdigit() else len(queues)
+    return QueuePage(tuple(queues), total)
+
+
 def _error(status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
     """An error answer (`<Error><Code/><Message/><RequestId/></Error>`) -> typed error."""
     code = message = request_id = None
@@ -215,19 +258,47 @@ class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
                 )
         return results
 
-    async def list_jobs(self, since: float, next_token: str | None = None) -> JobList:
-        """One page of the list API, newest first, jobs created after `since`, filtered by the
-        account's `discover` settings (queue, tag, states, page size)."""
-        spec = self._config.discover or Discovery()
+    async def list_jobs(
+        self,
+        since: float,
+        next_token: str | None = None,
+        *,
+        tag: str,
+        states: Sequence[str] = (),
+    ) -> JobList:
+        """One page of the list API, newest first: the discover queue's `tag` jobs created after
+        `since`, in `states` (all when empty).
+
+        `GET /jobs` (docs 1045/50305, 460/48235; cos-python-sdk-v5 `ci_list_media_jobs`, go
+        `CIService.DescribeMediaJobs`) or `GET /ai_jobs` (doc 436/49385) as `discover.list_api`
+        says. The query is the SDK's (`states=All` when no states are asked for, as its default).
+        """
+        spec = self._config.discover
+        assert spec is not None  # noqa: S101 - only accounts with `discover` list their jobs
         start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
-        params = {"size": str(spec.page_size), "orderByTime": "Desc", "startCreationTime": start}
-        if spec.queue_id:
-            params["queueId"] = spec.queue_id
-        if spec.tag:
-            params["tag"] = spec.tag
-        if spec.states:
-            params["states"] = ",".join(spec.states)
+        params = {
+            "queueId": spec.queue_id or "",  # required by the schema
+            "tag": tag,
+            "orderByTime": "Desc",
+            "states": ",".join(states) or "All",
+            "size": str(spec.page_size),
+            "startCreationTime": start,
+        }
         if next_token:
             params["nextToken"] = next_token
-        jobs, _, token = parse_response(await self._get(self._api, params))
+        jobs, _, token = parse_response(await self._get(f"/{spec.list_api}", params))
         return JobList(tuple(jobs), token)
+
+    async def list_queues(self, queue_ids: Sequence[str], page: int = 1) -> QueuePage:
+        """One page of the queues named (at most ten): `GET /ai_queue` for AI jobs (doc
+        1045/72923; cos-python-sdk-v5 `ci_get_ai_queue`, go `DescribeAIProcessQueues`) or
+        `GET /queue` for media jobs (doc 460/79394; `ci_get_media_queue`,
+        `DescribeMediaProcessQueues`), with the SDK's query."""
+        params = {
+            "queueIds": ",".join(queue_ids),
+            "state": "All",
+            "pageNumber": str(page),
+            "pageSize": str(QUEUE_PAGE_SIZE),
+        }
+        path = "/ai_queue" if self._config.job_api == "ai_jobs" else "/queue"
+        return parse_queues(await self._get(path, params))

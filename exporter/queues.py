@@ -1,0 +1,154 @@
+"""Queue health: whether the queues an account's jobs wait in are paused.
+
+A paused CI queue schedules no new jobs: its waiting jobs stop moving while running ones finish.
+Without this, the user sees jobs that stop moving and no reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from exporter.model import Exchange, ProviderError, Queue, ThrottledError
+from exporter.providers.base import QueuePage
+from exporter.ratelimit import RateLimiter
+from exporter.store import Store
+
+log = logging.getLogger(__name__)
+# The most queues one request may name (`queueIds`, docs 1045/72923, 460/79394).
+MAX_QUEUE_IDS = 10
+# A bound on pages per request, not a limit anyone should reach.
+MAX_QUEUE_PAGES = 10
+THROTTLE_PAUSE = 5.0
+
+
+@runtime_checkable
+class QueueLister(Protocol):
+    provider: str
+    account: str
+
+    async def list_queues(self, queue_ids: Sequence[str], page: int = 1) -> QueuePage:
+        """One page of the named queues (at most MAX_QUEUE_IDS)."""
+        ...
+
+
+def watched_queue_ids(store: Store, account: str, extra: Sequence[str] = ()) -> list[str]:
+    """The queues the account's tracked jobs are in, and `extra` (discovery's queue)."""
+    ids = set(extra)
+    for key in store.job_keys():
+        if key.account == account:
+            state = store.get(key)
+            if state is not None and state.snapshot is not None and state.snapshot.queue_id:
+                ids.add(state.snapshot.queue_id)
+    return sorted(ids)
+
+
+class QueueWatch:
+    """Reads one account's queues every `interval` and records them in the store."""
+
+    def __init__(
+        self,
+        lister: QueueLister,
+        limiter: RateLimiter,
+        store: Store,
+        interval: float,
+        extra: Sequence[str] = (),
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lister = lister
+        self._limiter = limiter
+        self._store = store
+        self._interval = interval
+        self._extra = tuple(extra)
+        self._wall = wall
+        self._monotonic = monotonic
+        self._paused: set[str] = set()
+
+    @property
+    def account(self) -> str:
+        return self._lister.account
+
+    async def _page(self, queue_ids: Sequence[str], number: int) -> QueuePage:
+        await self._limiter.acquire()
+        started = self._monotonic()
+        account, provider = self.account, self._lister.provider
+        try:
+            page = await self._lister.list_queues(queue_ids, number)
+        except ProviderError as error:
+            self._store.on_exchange(account, provider, error.status, self._monotonic() - started)
+            if isinstance(error, ThrottledError):
+                self._limiter.pause_until(self._monotonic() + (error.retry_after or THROTTLE_PAUSE))
+            raise
+        self._store.on_exchange(account, provider, Exchange.OK, self._monotonic() - started)
+        return page
+
+    async def read_once(self) -> int:
+        """Read every watched queue, ten ids a request, every page; returns how many were read.
+
+        Nothing is asked (or recorded) while no job names a queue. A failure records the read
+        as failed, keeping the queues last read, and raises.
+        """
+        queue_ids = watched_queue_ids(self._store, self.account, self._extra)
+        if not queue_ids:
+            return 0
+        found: dict[str, Queue] = {}
+        try:
+            for start in range(0, len(queue_ids), MAX_QUEUE_IDS):
+                chunk = queue_ids[start : start + MAX_QUEUE_IDS]
+                for number in range(1, MAX_QUEUE_PAGES + 1):
+                    page = await self._page(chunk, number)
+                    found.update((queue.queue_id, queue) for queue in page.queues)
+                    if not page.queues or len(found) >= page.total:
+                        break
+        except ProviderError:
+            self._store.record_queues(self.account, self._lister.provider, None, at=self._wall())
+            raise
+        queues = tuple(found[queue_id] for queue_id in sorted(found))
+        self._store.record_queues(self.account, self._lister.provider, queues, at=self._wall())
+        self._log_changes(queues)
+        return len(queues)
+
+    def _log_changes(self, queues: tuple[Queue, ...]) -> None:
+        """`queue_paused` when a queue pauses, `queue_resumed` when it resumes: once each."""
+        paused = {queue.queue_id for queue in queues if queue.paused}
+        for queue in queues:
+            if queue.queue_id in paused ^ self._paused:
+                event, level = (
+                    ("queue_paused", logging.WARNING)
+                    if queue.paused
+                    else ("queue_resumed", logging.INFO)
+                )
+                context = {"account": self.account, "queue_id": queue.queue_id}
+                log.log(level, event, extra={**context, "queue_name": queue.name})
+        self._paused = paused
+
+    async def run(self, *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        """A read every `interval` seconds until cancelled; a failed read is logged."""
+        pause = sleep or asyncio.sleep
+        failing = False
+        while True:
+            try:
+                await self.read_once()
+            except ProviderError as error:
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "queue_read_failed",
+                    extra={
+                        "account": self.account,
+                        "reason": error.reason,
+                        "status": error.status,
+                        "code": error.code,
+                        "error": str(error),
+                    },
+                )
+                failing = True
+            else:
+                if failing:
+                    log.info("queue_read_recovered", extra={"account": self.account})
+                failing = False
+            await pause(self._interval)

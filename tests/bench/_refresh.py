@@ -3,10 +3,12 @@
 the queue's non-terminal jobs, plus one look-up per job that left the list), and how late each
 shows a state change.
 
-One simulator (`tests.bench._refresh_cloud`) holds N jobs in one queue with one tag, each
+A simulator (`tests.bench._refresh_cloud`) holds N jobs in one queue with one tag, each
 walking Submitted -> Running -> Success once on the real clock, so the benchmark knows when
-every change truly happened. One exporter per mode polls it at the same `poll_interval`, both
-at once, so that both see the same changes on the same machine at the same moments. After a
+every change truly happened. Each mode gets an exporter polling at the same `poll_interval`
+and a simulator of its own with the same jobs from the same start (so that a thousand look-ups
+a second do not slow the other mode's list pages); all run at once, so that both modes see the
+same changes on the same machine at the same moments. After a
 warm-up (every job shown once by both), /metrics of each is scraped every `scrape_period` for
 `window` seconds plus a `tail`: a change made during the window counts as seen at the first
 scrape that shows the job in the new state or a later one, so the delay is (that scrape's
@@ -236,13 +238,15 @@ def _warm_up(exporters: Mapping[str, Exporter], jobs: int, timeout: float) -> No
 
 
 def measure(processes: Processes, jobs: int, workdir: Path, plan: RefreshPlan) -> dict[str, Any]:
-    """Both modes at once on one simulator; figures per mode and the list/lookup ratios."""
+    """Both modes at once, each on its own simulator; figures per mode and the list/lookup
+    ratios."""
     planned = plan_jobs(jobs, SEED, time.time())
-    cloud, url = _start_cloud(processes, jobs, planned[0].started)
+    clouds: dict[str, Process] = {}
     exporters: dict[str, Exporter] = {}
     try:
         for mode in MODES:
             progress(f"refresh {jobs} jobs: starting the exporter with refresh: {mode}")
+            clouds[mode], url = _start_cloud(processes, jobs, planned[0].started)
             exporters[mode] = start_exporter(
                 processes,
                 f"exporter (refresh {mode}, {jobs} jobs)",
@@ -267,11 +271,11 @@ def measure(processes: Processes, jobs: int, workdir: Path, plan: RefreshPlan) -
             time.sleep(max(0.0, tick - time.time()))
         requests_after = {mode: request_counts(_scrape(e)[1]) for mode, e in exporters.items()}
         observed = time.time() - start
-        cloud.check_running()
+        for cloud in clouds.values():
+            cloud.check_running()
     finally:
-        for exporter in exporters.values():
-            processes.stop(exporter.process)
-        processes.stop(cloud)
+        for process in [*(e.process for e in exporters.values()), *clouds.values()]:
+            processes.stop(process)
     changes = all_changes(planned)
     figures: dict[str, Any] = {"jobs": jobs, "modes": {}}
     gaps = []

@@ -494,7 +494,7 @@ def _refresh_table(refresh: dict[str, Any]) -> list[str]:
     out = [
         "",
         "Refresh: Tencent CI jobs in one queue, each Submitted -> Running -> Success once on "
-        "the real clock; one exporter per mode, both at once on one simulator, poll_interval "
+        "the real clock; one exporter and one simulator per mode, all at once, poll_interval "
         f"{first['poll_interval_s']:g} s. Requests: cloudjob_api_requests_total, every status, "
         f"over {first['window_s']:g} s + {first['tail_s']:g} s. Delay: (first scrape showing "
         f"the change) - (the change), for changes in the {first['window_s']:g} s window; a "

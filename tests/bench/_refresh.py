@@ -223,6 +223,16 @@ def _scrape(exporter: Exporter) -> tuple[float, bytes]:
     return time.time(), body
 
 
+def _cpu(
+    exporters: Mapping[str, Exporter], clouds: Mapping[str, Process]
+) -> dict[str, tuple[float, float]]:
+    """CPU-seconds so far of each mode's exporter and simulator."""
+    return {
+        mode: (exporter.process.cpu_seconds(), clouds[mode].cpu_seconds())
+        for mode, exporter in exporters.items()
+    }
+
+
 def _warm_up(exporters: Mapping[str, Exporter], jobs: int, timeout: float) -> None:
     """Until both show every job: each has polled each once."""
     deadline = time.monotonic() + timeout
@@ -260,6 +270,7 @@ def measure(processes: Processes, jobs: int, workdir: Path, plan: RefreshPlan) -
         )
         sightings = {mode: Sightings() for mode in MODES}
         requests_before = {mode: request_counts(_scrape(e)[1]) for mode, e in exporters.items()}
+        cpu_before = _cpu(exporters, clouds)
         start = time.time()
         end, stop = start + plan.window, start + plan.window + plan.tail
         tick = start
@@ -269,6 +280,7 @@ def measure(processes: Processes, jobs: int, workdir: Path, plan: RefreshPlan) -
                 sightings[mode].observe(at, job_states(body))
             tick += plan.scrape_period
             time.sleep(max(0.0, tick - time.time()))
+        cpu_after = _cpu(exporters, clouds)
         requests_after = {mode: request_counts(_scrape(e)[1]) for mode, e in exporters.items()}
         observed = time.time() - start
         for cloud in clouds.values():
@@ -297,6 +309,9 @@ def measure(processes: Processes, jobs: int, workdir: Path, plan: RefreshPlan) -
             "requests_by_status": by_status,
             "delay": delay_figures(delays, missed),
             "scrapes": len(times),
+            # Cores used (scrapes included): a simulator near 1 was the limit, not the exporter.
+            "exporter_cpu_util": (cpu_after[mode][0] - cpu_before[mode][0]) / observed,
+            "simulator_cpu_util": (cpu_after[mode][1] - cpu_before[mode][1]) / observed,
         }
     figures["window_s"], figures["tail_s"], figures["observed_s"] = plan.window, plan.tail, observed
     figures["poll_interval_s"] = plan.poll_interval

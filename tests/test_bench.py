@@ -227,3 +227,4 @@ def test_the_refresh_target_needs_few_requests_and_no_worse_p99_delay() -> None:
     lookup_only = _refresh_figures(0.01, 1.0, 1.0)
     del lookup_only["modes"]["list"]
     assert target(lookup_only) is None
+    assert target({**_refresh_figures(0.01, 1.0, 1.0), "jobs": 10_000}) is None

@@ -157,11 +157,11 @@ def delay_figures(delays: Sequence[float], missed: int) -> dict[str, float]:
 
 
 def target(figures: Mapping[str, Any]) -> tuple[str, float, str, bool] | None:
-    """(figure, value, target, met) for one size measured in both modes, else None: list mode's
-    share of lookup's requests, met when it is small enough and list mode's p99 delay is no
-    worse than lookup's, give or take the resolution of the scrapes that measured both."""
+    """(figure, value, target, met) for `TARGET_JOBS` measured in both modes, else None: list
+    mode's share of lookup's requests, met when it is small enough and list mode's p99 delay is
+    no worse than lookup's, give or take the resolution of the scrapes that measured both."""
     modes = figures["modes"]
-    if "list" not in modes or "lookup" not in modes:
+    if figures["jobs"] != TARGET_JOBS or "list" not in modes or "lookup" not in modes:
         return None
     share = figures["list_over_lookup_requests"]
     list_p99, lookup_p99 = modes["list"]["delay"]["p99_s"], modes["lookup"]["delay"]["p99_s"]

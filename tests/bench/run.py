@@ -86,7 +86,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Benchmark the exporter's polling, scrapes and memory against anchors.",
     )
     parser.add_argument(
-        "--sizes", type=_sizes, help="job counts for every figure, e.g. 1k,10k (sets both below)"
+        "--sizes",
+        type=_sizes,
+        help="job counts for every figure, e.g. 1k,10k (sets all three below)",
     )
     parser.add_argument(
         "--poll-sizes",
@@ -261,7 +263,7 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 per_job <= BYTES_PER_JOB_TARGET,
             )
     for figures in results["refresh"].values():
-        refresh = _refresh.target(figures) if figures["jobs"] == _refresh.TARGET_JOBS else None
+        refresh = _refresh.target(figures)
         if refresh is not None:
             add(*refresh)
     growth = results["growth"]

@@ -177,6 +177,7 @@ async def _tencent_simulator() -> DemoCloud:
         DEMO_TENCENT_SECRET_KEY,
         demo_tencent_simulator,
     )
+    from exporter.simulator.tencent_queues import start_queue_cycle
 
     sim = demo_tencent_simulator(
         bucket=DEMO_TENCENT_BUCKET,
@@ -217,7 +218,14 @@ async def _tencent_simulator() -> DemoCloud:
         for job in DEMO_TENCENT_JOBS
         if job is DEMO_TENCENT_JOBS[0] or job.queue_id != DEMO_QUEUE_IDS[0]
     )
-    return DemoCloud(account, listed, environ, url, runner.cleanup)
+    # The second queue pauses now and then, so the demo shows waiting jobs held in `Pause`.
+    stop_cycle = start_queue_cycle(sim, DEMO_QUEUE_IDS[1])
+
+    async def stop() -> None:
+        await stop_cycle()
+        await runner.cleanup()
+
+    return DemoCloud(account, listed, environ, url, stop)
 
 
 CLOUDS: tuple[Cloud[Any, Any], ...] = (

@@ -3,7 +3,8 @@
 `--cloud huawei` (the default) serves MetaStudio, `--cloud tencent` serves Tencent CI.
 Credentials default to the published demo ones; a real-looking secret (Huawei SK or Tencent
 SecretKey) can come from the CLOUDJOB_SIMULATOR_SK environment variable instead of the command
-line, where `ps` would show it.
+line, where `ps` would show it. `--queue-cycle` pauses the second Tencent demo queue now and then,
+as `--demo` does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from exporter.simulator.metastudio import (
     demo_simulator,
 )
 from exporter.simulator.tencent_ci import (
+    DEMO_QUEUE_IDS,
     DEMO_TENCENT_BUCKET,
     DEMO_TENCENT_JOBS,
     DEMO_TENCENT_SECRET_ID,
@@ -31,6 +33,7 @@ from exporter.simulator.tencent_ci import (
     TencentCISimulator,
     demo_tencent_simulator,
 )
+from exporter.simulator.tencent_queues import start_queue_cycle
 
 logger = logging.getLogger("exporter.simulator")
 
@@ -62,7 +65,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--bucket", default=DEMO_TENCENT_BUCKET, help="Tencent: BucketName-APPID")
     parser.add_argument("--secret-id", default=DEMO_TENCENT_SECRET_ID, help="Tencent: SecretId")
+    parser.add_argument(
+        "--queue-cycle",
+        action="store_true",
+        help=f"Tencent: pause queue {DEMO_QUEUE_IDS[1]} for 90 s of every 5 minutes",
+    )
     args = parser.parse_args(argv)
+    if args.queue_cycle and args.cloud != "tencent":
+        parser.error("--queue-cycle needs --cloud tencent")
     if args.jobs is None:
         args.jobs = len(DEMO_TENCENT_JOBS if args.cloud == "tencent" else DEMO_JOBS)
     if args.jobs < 0:
@@ -70,6 +80,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not args.speed > 0:
         parser.error("--speed must be positive")
     return args
+
+
+def _app(
+    simulator: TencentCISimulator | MetaStudioSimulator, *, queue_cycle: bool
+) -> web.Application:
+    """The simulator's application; with `queue_cycle` it also runs the queue cycle while it
+    serves."""
+    app = simulator.app()
+    if queue_cycle and isinstance(simulator, TencentCISimulator):
+        tencent = simulator
+
+        async def cycle(_: web.Application) -> AsyncIterator[None]:
+            stop = start_queue_cycle(tencent, DEMO_QUEUE_IDS[1])
+            yield
+            await stop()
+
+        app.cleanup_ctx.append(cycle)
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -97,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         who = f"project_id={args.project_id} access_key={args.access_key}"
     logger.info("simulator_ready %s jobs=%d", who, len(simulator.job_ids()))
-    web.run_app(simulator.app(), host=args.host, port=args.port, print=logger.info)
+    app = _app(simulator, queue_cycle=args.queue_cycle)
+    web.run_app(app, host=args.host, port=args.port, print=logger.info)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A fake Tencent Cloud CI: DescribeAIJob, DescribeMediaJob(s) and the job list behind COS auth.
+"""A fake Tencent Cloud CI: DescribeAIJob, DescribeMediaJob(s), the job list and the queue
+look-ups behind COS auth.
 
 Like the MetaStudio simulator it speaks real HTTP, so the exporter's provider, the official
 cos-python-sdk-v5 and benchmarks talk to it as they talk to
@@ -19,7 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TypeAlias
 from urllib.parse import urlsplit
@@ -31,6 +32,14 @@ from exporter.signing import tencent
 from exporter.simulator.faults import FaultDialect
 from exporter.simulator.scripted import Override, Position, ScriptedSimulator
 from exporter.simulator.scripts import Failure, Script, ScriptLike, script_of
+from exporter.simulator.tencent_queues import (
+    CATEGORIES,
+    DEFAULT_CATEGORY,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_SIZE,
+    Queue,
+    QueueQuery,
+)
 from exporter.simulator.tencent_scripts import (
     CANCELLED,
     FAILED,
@@ -273,6 +282,16 @@ def parse_time(value: str) -> float:
 _Override = Override[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """A job waiting in a paused queue: from wall time `since` it stands at `frozen`, which is
+    `moment` on its script clock."""
+
+    since: float
+    moment: float
+    frozen: Position
+
+
 @dataclass(slots=True)
 class _Job:
     job_id: str
@@ -283,6 +302,20 @@ class _Job:
     queue_id: str
     sub_tag: str | None
     override: _Override | None = None
+    hold: _Hold | None = None
+    # Ended holds: their seconds shift every later moment of the script to a later wall time.
+    # Holds before the current pass are summed in `held_before`; later ones are kept as
+    # (script moment, seconds) so that times before them stay where they were.
+    held_before: float = 0.0
+    holds: list[tuple[float, float]] = field(default_factory=list)
+
+    def shift(self) -> float:
+        """Wall seconds the script clock has stood still in ended holds."""
+        return self.held_before + math.fsum(seconds for _, seconds in self.holds)
+
+    def wall_time(self, moment: float) -> float:
+        """The wall time of a script-clock moment of the current pass or later."""
+        return moment + self.held_before + math.fsum(s for m, s in self.holds if m < moment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +331,13 @@ class _ListQuery:
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> _ListQuery:
-        """Read the list API's parameters; ValueError names the first bad one."""
+        """Read the list API's parameters; ValueError names the first bad one.
+
+        `queueId` and `tag` are required, as the API documents mark them.
+        """
+        for required in ("queueId", "tag"):
+            if not query.get(required):
+                raise ValueError(f"{required} is required")
         states_value = query.get("states", "")
         states = None
         if states_value and states_value != "All":
@@ -360,6 +399,8 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
 
     `credentials` maps SecretId to SecretKey; a SecretId in `tokens` is a temporary credential
     whose requests must carry its token in a signed `x-ci-security-token` header.
+
+    Every queue a job names exists; `pause_queue` holds the queue's waiting jobs in `Pause`.
     """
 
     def __init__(
@@ -377,6 +418,7 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         self._region = region
         self._credentials = dict(credentials)
         self._tokens = dict(tokens or {})
+        self._queues: dict[str, Queue] = {}
 
     @property
     def bucket(self) -> str:
@@ -397,10 +439,11 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
 
         Jobs can be added while the simulator serves, so discovery finds jobs no config lists.
         Before `started` the job shows its first step; past its start, `loop` decides whether
-        it restarts (with a new CreationTime) after its last step or stays there.
+        it restarts (with a new CreationTime) after its last step or stays there. A queue not
+        seen before is created, active; in a paused queue the job waits (see `pause_queue`).
         """
         when = self._start(job_id, started)
-        self._jobs[job_id] = _Job(
+        job = _Job(
             job_id=job_id,
             script=script_of(script),
             started=when,
@@ -409,6 +452,75 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
             queue_id=queue_id,
             sub_tag=sub_tag,
         )
+        self._jobs[job_id] = job
+        queue = self._queues.get(queue_id)
+        if queue is None:
+            number = len(self._queues) + 1
+            self.add_queue(queue_id, name=f"queue-{number}", created=min(when, self._clock()))
+        elif queue.paused_since is not None:
+            self._hold(job, self._clock())
+
+    def add_queue(
+        self,
+        queue_id: str,
+        *,
+        name: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        max_size: int = DEFAULT_MAX_SIZE,
+        category: str = DEFAULT_CATEGORY,
+        created: float | None = None,
+    ) -> None:
+        """Create an active queue (created at `created`, default now); ValueError if it exists."""
+        if queue_id in self._queues:
+            raise ValueError(f"queue {queue_id} already exists")
+        if category not in CATEGORIES[1:]:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES[1:])}")
+        when = self._clock() if created is None else created
+        self._queues[queue_id] = Queue(
+            queue_id=queue_id,
+            name=name,
+            max_concurrent=max_concurrent,
+            max_size=max_size,
+            category=category,
+            created=when,
+            updated=when,
+        )
+
+    def queue_state(self, queue_id: str) -> str:
+        """`Active` or `Paused` (KeyError if unknown)."""
+        return self._queues[queue_id].state
+
+    def queue_ids(self) -> list[str]:
+        return list(self._queues)
+
+    def pause_queue(self, queue_id: str) -> None:
+        """Stop scheduling the queue's jobs (KeyError if unknown; pausing twice changes nothing).
+
+        Running jobs go on. A job waiting in a `Submitted` step now, or on reaching one later
+        (a looping job starting its next pass, a job added to the queue), shows `Pause` with
+        its script clock stopped until `resume_queue`.
+        """
+        queue = self._queues[queue_id]
+        if queue.paused_since is not None:
+            return
+        now = self._clock()
+        queue.paused_since = queue.updated = now
+        for job in self._jobs.values():
+            if job.queue_id == queue_id:
+                self._hold(job, now)
+
+    def resume_queue(self, queue_id: str) -> None:
+        """Schedule the queue's jobs again: each held job goes on from where it stood, its later
+        steps shifted by the time it was held (KeyError if unknown; a no-op if active)."""
+        queue = self._queues[queue_id]
+        if queue.paused_since is None:
+            return
+        now = self._clock()
+        queue.paused_since = None
+        queue.updated = now
+        for job in self._jobs.values():
+            if job.queue_id == queue_id:
+                self._release(job, now)
 
     def state_of(self, job_id: str) -> str:
         """The state a poll would see now (KeyError if unknown)."""
@@ -436,6 +548,8 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         for prefix in ("/ai_jobs", "/jobs"):
             app.router.add_get(prefix, self._list)
             app.router.add_get(prefix + "/{ids}", self._describe)
+        app.router.add_get("/ai_queue", self._list_ai_queues)
+        app.router.add_get("/queue", self._list_media_queues)
         # Anything else gets CI's XML 404, not aiohttp's text one.
         app.router.add_route("*", "/{tail:.*}", _no_such_resource)
         return app
@@ -489,13 +603,11 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         now = self._clock()
         matching: list[tuple[tuple[int, str], _Job]] = []
         for job in self._jobs.values():
-            if query.queue_id and job.queue_id != query.queue_id:
-                continue
-            if query.tag and job.tag != query.tag:
+            if job.queue_id != query.queue_id or job.tag != query.tag:
                 continue
             if query.states is not None and self._detail(job, now)["State"] not in query.states:
                 continue
-            created = math.floor(self._position(job, now).created)
+            created = math.floor(job.wall_time(self._where(job, now)[0].created))
             if query.start is not None and created < query.start:
                 continue
             if query.end is not None and created > query.end:
@@ -513,6 +625,47 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         more = len(matching) > query.size
         nodes: list[XmlNode] = [self._job_node(job, now) for _, job in page]
         nodes.append(("NextToken", _encode_token(page[-1][0]) if more else ""))
+        return _xml(200, ("Response", nodes))
+
+    async def _list_ai_queues(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_or_fault(
+            request, _queue_ids(request), FAULT_DIALECT, self._describe_ai_queues
+        )
+
+    async def _list_media_queues(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_or_fault(
+            request, _queue_ids(request), FAULT_DIALECT, self._describe_media_queues
+        )
+
+    async def _describe_ai_queues(self, request: web.Request) -> web.Response:
+        return self._describe_queues(request, with_category=False)
+
+    async def _describe_media_queues(self, request: web.Request) -> web.Response:
+        return self._describe_queues(request, with_category=True)
+
+    def _describe_queues(self, request: web.Request, *, with_category: bool) -> web.Response:
+        """DescribeAIProcessQueues (`/ai_queue`) and DescribeMediaProcessQueues (`/queue`).
+
+        Real CI keeps AI and media queues apart; the simulator does not, so both routes serve
+        every queue (and `/queue` filters by `category` when asked).
+        """
+        rejection = self._authenticate(request)
+        if rejection is not None:
+            return rejection
+        try:
+            query = QueueQuery.parse(request.query, with_category=with_category)
+        except ValueError as exc:
+            return _error(request, 400, "InvalidArgument", str(exc))
+        matching = [queue for queue in self._queues.values() if query.matches(queue)]
+        first = (query.page_number - 1) * query.page_size
+        nodes: list[XmlNode] = [
+            ("RequestId", _request_id()),
+            ("TotalCount", str(len(matching))),
+            ("PageNumber", str(query.page_number)),
+            ("PageSize", str(query.page_size)),
+        ]
+        nodes += [_queue_node(queue) for queue in matching[first : first + query.page_size]]
+        nodes += [("NonExistPIDs", qid) for qid in query.queue_ids if qid not in self._queues]
         return _xml(200, ("Response", nodes))
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
@@ -596,6 +749,61 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
 
     # -- Job state ----------------------------------------------------------------------------
 
+    def _where(self, job: _Job, now: float) -> tuple[Position, bool]:
+        """Where the job stands in its script now, and whether a paused queue holds it there."""
+        hold = job.hold
+        if hold is not None and now >= hold.since:
+            return hold.frozen, True
+        return self._position(job, now - job.shift()), False
+
+    def _hold(self, job: _Job, at: float) -> None:
+        """Stop the job at the first moment from `at` on when it waits in a `Submitted` step:
+        at once if it waits now, else when its script next reaches one (never, if it does not)."""
+        if job.hold is not None:
+            return
+        moment = at - job.shift()
+        position = self._position(job, moment)
+        if job.script.steps[position.step].state == "Submitted":
+            # A job whose start is still ahead stops at its start.
+            moment = max(moment, job.started)
+        else:
+            upcoming = self._next_wait(job, position)
+            if upcoming is None:
+                return
+            position = upcoming
+            moment = position.created + position.elapsed / self._speed
+        job.hold = _Hold(since=moment + job.shift(), moment=moment, frozen=position)
+
+    def _next_wait(self, job: _Job, position: Position) -> Position | None:
+        """The start of the next `Submitted` step after `position` (in a later pass for a
+        looping job), or None if the script never reaches one."""
+        steps = job.script.steps
+        offsets = list(position.offsets)
+        for index in range(position.step + 1, len(steps)):
+            offsets.append(offsets[-1] + steps[index - 1].seconds)
+            if steps[index].state == "Submitted":
+                return _step_start(index, position.created, offsets)
+        total = job.script.seconds
+        if job.loop and math.isfinite(total):
+            created, offsets = position.created + total / self._speed, [0.0]
+            for index, step in enumerate(steps):
+                if index:
+                    offsets.append(offsets[-1] + steps[index - 1].seconds)
+                if step.state == "Submitted" and math.isfinite(offsets[-1]):
+                    return _step_start(index, created, offsets)
+        return None
+
+    def _release(self, job: _Job, at: float) -> None:
+        """End the job's hold: its script clock runs again from where it stood."""
+        hold, job.hold = job.hold, None
+        if hold is None or at <= hold.since:
+            return
+        job.holds.append((hold.moment, at - hold.since))
+        # Holds before the current pass shift all of it alike: keep their sum only.
+        created = self._position(job, at - job.shift()).created
+        job.held_before += math.fsum(s for m, s in job.holds if m < created)
+        job.holds = [(m, s) for m, s in job.holds if m >= created]
+
     def _progress(self, job: _Job, position: Position) -> int:
         """Percent of the script's Running time done: it holds while paused, ends at 100."""
         steps = job.script.steps
@@ -615,12 +823,12 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
     def _detail(self, job: _Job, now: float) -> dict[str, str]:
         """The scalar JobsDetail fields, in the document's order."""
         steps = job.script.steps
-        position = self._position(job, now)
-        state = steps[position.step].state
+        position, held = self._where(job, now)
+        state = "Pause" if held else steps[position.step].state
         failure = steps[position.step].failure
 
         def began(index: int) -> float:
-            return position.created + position.offsets[index] / self._speed
+            return job.wall_time(position.created + position.offsets[index] / self._speed)
 
         started = next(
             (
@@ -647,7 +855,7 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
             "Message": failure.reason if failure is not None else "",
             "JobId": job.job_id,
             "State": state,
-            "CreationTime": format_time(position.created),
+            "CreationTime": format_time(job.wall_time(position.created)),
             "StartTime": format_time(started),
             "EndTime": format_time(ended),
             "QueueId": job.queue_id,
@@ -686,6 +894,41 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
 TENCENT_SIMULATOR_KEY = web.AppKey("tencent_ci_simulator", TencentCISimulator)
 
 
+def _step_start(index: int, created: float, offsets: Sequence[float]) -> Position:
+    return Position(step=index, created=created, offsets=tuple(offsets), elapsed=offsets[-1])
+
+
+def _queue_ids(request: web.Request) -> list[str]:
+    """The ids a queue look-up names, so that a fault set for a queue id hits its look-ups."""
+    return [part for part in request.query.get("queueIds", "").split(",") if part]
+
+
+def _queue_node(queue: Queue) -> XmlNode:
+    """A `QueueList` entry, its fields in the order the API documents list them (the SDKs'
+    parsers do not depend on it); queue notifications are off."""
+    notify: list[XmlNode] = [
+        ("Url", ""),
+        ("State", "Off"),
+        ("Type", "Url"),
+        ("Event", "TaskFinish"),
+        ("ResultFormat", "XML"),
+    ]
+    return (
+        "QueueList",
+        [
+            ("QueueId", queue.queue_id),
+            ("Name", queue.name),
+            ("State", queue.state),
+            ("NotifyConfig", notify),
+            ("MaxSize", str(queue.max_size)),
+            ("MaxConcurrent", str(queue.max_concurrent)),
+            ("CreateTime", format_time(queue.created)),
+            ("UpdateTime", format_time(queue.updated)),
+            ("Category", queue.category),
+        ],
+    )
+
+
 def _failure_for(script: Script, state: str) -> Failure | None:
     if state != "Failed":
         return None
@@ -719,6 +962,8 @@ def demo_tencent_simulator(
         speed=speed,
     )
     now = clock()
+    for number, queue_id in enumerate(DEMO_QUEUE_IDS, 1):
+        sim.add_queue(queue_id, name=f"demo-queue-{number}", created=now - 86400)
     for index in range(jobs):
         demo = DEMO_TENCENT_JOBS[index % len(DEMO_TENCENT_JOBS)]
         job_id, offset = demo.job_id, demo.offset

@@ -6,6 +6,8 @@
    `generate_latest` over the same series and to the same bytes served pre-rendered.
 3. Memory: exporter RSS per tracked job.
 4. Growth: the largest size over the one below it, for every scrape and memory figure.
+5. Refresh: requests per job-hour and state-change detection delays of Tencent CI jobs kept
+   fresh by per-job look-ups (`refresh: lookup`) and by list pages (`refresh: list`).
 
 Everything runs in separate processes on 127.0.0.1 and is measured from outside (HTTP and
 /proc), so it works for any version of the scrape path. The table goes to stdout, progress to
@@ -32,16 +34,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from tests.bench import _polling, _scrape
+from tests.bench import _polling, _refresh, _scrape
 from tests.bench._clouds import start_clouds
 from tests.bench._harness import REPO, BenchError, Processes, progress
 from tests.bench._polling import IN_FLIGHT, POLL_INTERVAL, SDK_THREADS, PollingPlan
+from tests.bench._refresh import REQUEST_SHARE_TARGET, RefreshPlan
 from tests.bench._scrape import ScrapePlan
 
 DEFAULT_POLL_SIZES = (1_000, 10_000)
 DEFAULT_SCRAPE_SIZES = (1_000, 10_000, 50_000)
+DEFAULT_REFRESH_SIZES = (1_000, 10_000)
 QUICK_POLL_SIZES = (50,)
 QUICK_SCRAPE_SIZES = (50, 100)
+QUICK_REFRESH_SIZES = (50,)
+STAGES = ("polling", "scrape", "refresh")
 # The targets `Targets: N of M met` counts (docs/performance.md lists them).
 SDK_RATIO_TARGET = 8.0
 BARE_RATIO_TARGET = 0.70
@@ -63,13 +69,26 @@ def _sizes(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
+def _stages(text: str) -> tuple[str, ...]:
+    """`scrape,refresh` -> the stages to run, in the order they always run."""
+    named = {part.strip() for part in text.split(",")}
+    unknown = named - set(STAGES)
+    if unknown or not named:
+        raise argparse.ArgumentTypeError(
+            f"not stages: {', '.join(sorted(unknown)) or text!r} (known: {', '.join(STAGES)})"
+        )
+    return tuple(stage for stage in STAGES if stage in named)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.run",
         description="Benchmark the exporter's polling, scrapes and memory against anchors.",
     )
     parser.add_argument(
-        "--sizes", type=_sizes, help="job counts for every figure, e.g. 1k,10k (sets both below)"
+        "--sizes",
+        type=_sizes,
+        help="job counts for every figure, e.g. 1k,10k (sets all three below)",
     )
     parser.add_argument(
         "--poll-sizes",
@@ -83,10 +102,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(default {','.join(map(str, DEFAULT_SCRAPE_SIZES))})",
     )
     parser.add_argument(
+        "--refresh-sizes",
+        type=_sizes,
+        help=f"job counts for refresh (default {','.join(map(str, DEFAULT_REFRESH_SIZES))})",
+    )
+    parser.add_argument(
+        "--stages",
+        type=_stages,
+        default=STAGES,
+        help=f"which stages to run (default all: {','.join(STAGES)})",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run of seconds: sizes 50 (polling) and 50,100 (scrape), one short "
-        "window, three scrapes",
+        help="a smoke run of seconds: sizes 50 (polling, refresh) and 50,100 (scrape), short "
+        "windows, three scrapes, refresh polling every 2 s",
     )
     parser.add_argument(
         "--window",
@@ -112,6 +142,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.poll_sizes = args.poll_sizes or DEFAULT_POLL_SIZES
     args.scrape_sizes = args.scrape_sizes or args.sizes or (QUICK_SCRAPE_SIZES if quick else None)
     args.scrape_sizes = args.scrape_sizes or DEFAULT_SCRAPE_SIZES
+    args.refresh_sizes = (
+        args.refresh_sizes or args.sizes or (QUICK_REFRESH_SIZES if quick else None)
+    )
+    args.refresh_sizes = args.refresh_sizes or DEFAULT_REFRESH_SIZES
     args.polling = PollingPlan(
         warmup=args.warmup if args.warmup is not None else (1.0 if quick else 3.0),
         window=args.window or (1.5 if quick else 5.0),
@@ -127,6 +161,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         # of a shared machine in 20 scrapes was a 50k/10k growth of 6 on its own).
         max_count=3 if quick else 100,
         settle=0.2 if quick else 1.0,
+    )
+    # The window covers several poll intervals; the tail lets a change at its very end show.
+    args.refreshing = (
+        RefreshPlan(poll_interval=2.0, window=8.0, tail=6.0, scrape_period=0.25)
+        if quick
+        else RefreshPlan(poll_interval=10.0, window=60.0, tail=25.0, scrape_period=0.5)
     )
     return args
 
@@ -222,6 +262,10 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= 6 KiB",
                 per_job <= BYTES_PER_JOB_TARGET,
             )
+    for figures in results["refresh"].values():
+        refresh = _refresh.target(figures)
+        if refresh is not None:
+            add(*refresh)
     growth = results["growth"]
     if growth:
         limit = GROWTH_SLACK * growth["linear"]
@@ -236,14 +280,17 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace, processes: Processes, workdir: Path) -> dict[str, Any]:
-    poll_sizes: tuple[int, ...] = args.poll_sizes
-    scrape_sizes: tuple[int, ...] = args.scrape_sizes
-    clouds = start_clouds(
-        processes,
-        huawei_jobs=max([*poll_sizes, *(size // 2 for size in scrape_sizes)]),
-        tencent_jobs=max([size - size // 2 for size in scrape_sizes]),
-    )
-    results: dict[str, Any] = {"polling": {}, "scrape": {}, "memory": {}}
+    stages: tuple[str, ...] = args.stages
+    poll_sizes: tuple[int, ...] = args.poll_sizes if "polling" in stages else ()
+    scrape_sizes: tuple[int, ...] = args.scrape_sizes if "scrape" in stages else ()
+    refresh_sizes: tuple[int, ...] = args.refresh_sizes if "refresh" in stages else ()
+    results: dict[str, Any] = {"polling": {}, "scrape": {}, "memory": {}, "refresh": {}}
+    if poll_sizes or scrape_sizes:
+        clouds = start_clouds(
+            processes,
+            huawei_jobs=max([*poll_sizes, *(size // 2 for size in scrape_sizes)]),
+            tencent_jobs=max([0, *(size - size // 2 for size in scrape_sizes)]),
+        )
     for size in poll_sizes:
         results["polling"][str(size)] = _polling.measure(
             processes, clouds, size, workdir, args.polling
@@ -256,6 +303,10 @@ def run(args: argparse.Namespace, processes: Processes, workdir: Path) -> dict[s
             f"naive {scrape['naive']['plain']['p50_s']:.3f} s; "
             f"{memory['bytes_per_job'] / 1024:.1f} KiB per job"
         )
+    if poll_sizes or scrape_sizes:
+        processes.stop_all()  # the refresh stage's processes get the machine to themselves
+    for size in refresh_sizes:
+        results["refresh"][str(size)] = _refresh.measure(processes, size, workdir, args.refreshing)
     results["growth"] = _growth(results["scrape"], results["memory"])
     results["targets"] = _targets(results)
     return results
@@ -301,11 +352,40 @@ def _code(git: dict[str, Any]) -> str:
 
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
-    polling_plan, scrape_plan = meta["polling"], meta["scrape"]
     out: list[str] = [
         f"cloudjob-exporter benchmark, {meta['started']}, {_code(meta['git'])}, "
         f"{meta['cpus']} CPUs, load average {meta['loadavg_start'][0]:.2f} at the start and "
         f"{meta['loadavg_end'][0]:.2f} at the end, {meta['seconds']:.0f} s in all",
+    ]
+    if results["polling"]:
+        out += _polling_table(results, meta["polling"])
+    if results["scrape"]:
+        out += _scrape_tables(results, meta["scrape"])
+    if results["refresh"]:
+        out += _refresh_table(results["refresh"])
+    growth = results["growth"]
+    if growth:
+        out += [
+            "",
+            f"Growth: {growth['to_jobs']:,} jobs over {growth['from_jobs']:,} (linear "
+            f"{growth['linear']:g}, target <= {GROWTH_SLACK * growth['linear']:g})",
+        ]
+        rows = [[name, "ours", f"{value:.2f}"] for name, value in growth["figures"].items()]
+        rows += [
+            [name, "anchor, no target", f"{value:.2f}"] for name, value in growth["anchors"].items()
+        ]
+        out += _table(["figure", "of", "ratio"], rows)
+    missed = [t for t in results["targets"] if not t["met"]]
+    out += [
+        "",
+        f"Targets: {len(results['targets']) - len(missed)} of {len(results['targets'])} met",
+    ]
+    out += [f"  missed: {t['figure']} = {t['value']:.3g} (target {t['target']})" for t in missed]
+    return "\n".join(out)
+
+
+def _polling_table(results: dict[str, Any], polling_plan: dict[str, Any]) -> list[str]:
+    out = [
         "",
         f"Polling: Huawei ShowShortJob, totals over {polling_plan['runs']} turn(s) of "
         f"{polling_plan['window_s']:g} s per client, the three taking turns (SIGSTOP/SIGCONT) "
@@ -347,8 +427,11 @@ def render(results: dict[str, Any]) -> str:
         )
     headers = ["jobs", "client", "polls/s", "polls/CPU-s", "CPU-s/1k polls", "client CPU"]
     headers += ["simulator CPU", "others' CPU", "errors"]
-    out += _table(headers, rows) + notes
-    out += [
+    return out + _table(headers, rows) + notes
+
+
+def _scrape_tables(results: dict[str, Any], scrape_plan: dict[str, Any]) -> list[str]:
+    out = [
         "",
         "Scrape: GET /metrics, half Huawei and half Tencent jobs, each polled once; p50/p99 "
         f"(nearest rank: with fewer than 100, p99 is the slowest) of {scrape_plan['min_count']}-"
@@ -405,26 +488,56 @@ def render(results: dict[str, Any]) -> str:
         for size, memory in results["memory"].items()
     ]
     headers = ["jobs", "no jobs", "jobs polled", "after scrapes", "per job, unscraped"]
-    out += _table([*headers, "per job"], rows)
-    growth = results["growth"]
-    if growth:
-        out += [
-            "",
-            f"Growth: {growth['to_jobs']:,} jobs over {growth['from_jobs']:,} (linear "
-            f"{growth['linear']:g}, target <= {GROWTH_SLACK * growth['linear']:g})",
-        ]
-        rows = [[name, "ours", f"{value:.2f}"] for name, value in growth["figures"].items()]
-        rows += [
-            [name, "anchor, no target", f"{value:.2f}"] for name, value in growth["anchors"].items()
-        ]
-        out += _table(["figure", "of", "ratio"], rows)
-    missed = [t for t in results["targets"] if not t["met"]]
-    out += [
+    return out + _table([*headers, "per job"], rows)
+
+
+def _refresh_table(refresh: dict[str, Any]) -> list[str]:
+    first = next(iter(refresh.values()))
+    out = [
         "",
-        f"Targets: {len(results['targets']) - len(missed)} of {len(results['targets'])} met",
+        "Refresh: Tencent CI jobs in one queue, each Submitted -> Running -> Success once on "
+        "the real clock; one exporter and one simulator per mode, all at once, poll_interval "
+        f"{first['poll_interval_s']:g} s. Requests: cloudjob_api_requests_total, every status, "
+        f"over {first['window_s']:g} s + {first['tail_s']:g} s. Delay: (first scrape showing "
+        f"the change) - (the change), for changes in the {first['window_s']:g} s window; a "
+        "missed one counts as infinite. CPU in cores: a simulator near 100% was the limit. "
+        "Resolution: the period between scrapes; the target "
+        f"at {_refresh.TARGET_JOBS:,} jobs allows it as slack on the p99.",
     ]
-    out += [f"  missed: {t['figure']} = {t['value']:.3g} (target {t['target']})" for t in missed]
-    return "\n".join(out)
+    rows, notes = [], []
+    for size, figures in refresh.items():
+        for mode, mode_figures in figures["modes"].items():
+            delay = mode_figures["delay"]
+            rows.append(
+                [
+                    f"{int(size):,}",
+                    f"refresh: {mode}",
+                    f"{mode_figures['requests']:,.0f}",
+                    f"{mode_figures['requests_per_job_hour']:,.1f}",
+                    f"{mode_figures['requests_not_200']:,.0f}",
+                    f"{mode_figures['requests_throttled']:,.0f}",
+                    f"{delay['changes']:,}",
+                    f"{delay['missed']:,}",
+                    _seconds(delay["p50_s"]),
+                    _seconds(delay["p99_s"]),
+                    _seconds(delay["max_s"]),
+                    f"{mode_figures['exporter_cpu_util']:.0%}",
+                    f"{mode_figures['simulator_cpu_util']:.0%}",
+                ]
+            )
+        share = figures.get("list_over_lookup_requests")
+        notes.append(
+            f"  {int(size):,} jobs: resolution {_seconds(figures['resolution_s'])}"
+            + (
+                ""
+                if share is None
+                else f"; list/lookup requests {share:.4f} = 1/{1 / share:.1f}"
+                f" (target at {_refresh.TARGET_JOBS:,} jobs <= 1/{1 / REQUEST_SHARE_TARGET:g})"
+            )
+        )
+    headers = ["jobs", "mode", "requests", "per job-hour", "not 200", "throttled", "changes"]
+    headers += ["missed", "delay p50", "delay p99", "delay max", "exporter CPU", "simulator CPU"]
+    return out + _table(headers, rows) + notes
 
 
 # -- Main -----------------------------------------------------------------------------------
@@ -467,6 +580,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "in_flight": IN_FLIGHT,
             "sdk_threads": SDK_THREADS,
             "poll_interval": POLL_INTERVAL,
+        },
+        "stages": list(args.stages),
+        "refresh": {
+            "sizes": list(args.refresh_sizes),
+            "modes": list(_refresh.MODES),
+            "poll_interval_s": args.refreshing.poll_interval,
+            "window_s": args.refreshing.window,
+            "tail_s": args.refreshing.tail,
+            "scrape_period_s": args.refreshing.scrape_period,
         },
         "scrape": {
             "sizes": list(args.scrape_sizes),

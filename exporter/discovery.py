@@ -6,7 +6,7 @@ retention); a job forgotten after its retention is not discovered again (lifecyc
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -14,7 +14,8 @@ from typing import Protocol, runtime_checkable
 
 from exporter.config import Discovery
 from exporter.lifecycle import Lifecycle
-from exporter.model import Exchange, ProviderError, ThrottledError
+from exporter.model import ProviderError
+from exporter.periodic import paced, repeat
 from exporter.poller import Poller
 from exporter.providers.base import JobList
 from exporter.ratelimit import RateLimiter
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 # A run stops after this many pages, whatever the next-page token says: a bound, not a limit
 # anyone should reach (100 pages of 100 jobs).
 MAX_LIST_PAGES = 100
-# How long a throttled list call holds the account back when the cloud gives no Retry-After.
-THROTTLE_PAUSE = 5.0
 
 
 @runtime_checkable
@@ -59,16 +58,14 @@ async def list_pages(
     """
     token: str | None = None
     for _ in range(MAX_LIST_PAGES):
-        await limiter.acquire()
-        started = monotonic()
-        try:
-            page = await lister.list_jobs(since, token, tag=tag, states=states)
-        except ProviderError as error:
-            store.on_exchange(lister.account, lister.provider, error.status, monotonic() - started)
-            if isinstance(error, ThrottledError):
-                limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
-            raise
-        store.on_exchange(lister.account, lister.provider, Exchange.OK, monotonic() - started)
+        page = await paced(
+            limiter,
+            store,
+            lister.account,
+            lister.provider,
+            functools.partial(lister.list_jobs, since, token, tag=tag, states=states),
+            monotonic=monotonic,
+        )
         yield page
         token = page.next_token
         if not token:
@@ -113,37 +110,15 @@ async def discover_once(
 
 
 async def run_discovery(
-    discover: Callable[[], Awaitable[int]],
-    account: str,
-    interval: float,
-    *,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
+    discover: Callable[[], Awaitable[int]], account: str, interval: float
 ) -> None:
-    """Run `discover` (a `discover_once`) every `interval` seconds until cancelled; a failed
-    run is logged and retried."""
-    pause = sleep or asyncio.sleep
-    failing = False
-    while True:
-        try:
-            added = await discover()
-        except ProviderError as error:
-            level = logging.DEBUG if failing else logging.WARNING
-            failing = True
-            log.log(
-                level,
-                "discovery_failed",
-                extra={
-                    "account": account,
-                    "reason": error.reason,
-                    "status": error.status,
-                    "code": error.code,
-                    "error": str(error),
-                },
-            )
-        else:
-            if failing:
-                log.info("discovery_recovered", extra={"account": account})
-            failing = False
-            if added:
-                log.info("jobs_discovered", extra={"account": account, "jobs": added})
-        await pause(interval)
+    """Run `discover` (a `discover_once`) every `interval` after the last run ended, until
+    cancelled; a failed run is logged and retried."""
+
+    def found(added: int) -> None:
+        if added:
+            log.info("jobs_discovered", extra={"account": account, "jobs": added})
+
+    await repeat(
+        discover, account=account, what="discovery", interval=interval, done=found, logger=log
+    )

@@ -6,13 +6,14 @@ Without this, the user sees jobs that stop moving and no reason.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from exporter.model import Exchange, ProviderError, Queue, ThrottledError
+from exporter.model import ProviderError, Queue
+from exporter.periodic import paced, repeat
 from exporter.providers.base import QueuePage
 from exporter.ratelimit import RateLimiter
 from exporter.store import Store
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 MAX_QUEUE_IDS = 10
 # A bound on pages per request, not a limit anyone should reach.
 MAX_QUEUE_PAGES = 10
-THROTTLE_PAUSE = 5.0
 
 
 @runtime_checkable
@@ -74,18 +74,14 @@ class QueueWatch:
         return self._lister.account
 
     async def _page(self, queue_ids: Sequence[str], number: int) -> QueuePage:
-        await self._limiter.acquire()
-        started = self._monotonic()
-        account, provider = self.account, self._lister.provider
-        try:
-            page = await self._lister.list_queues(queue_ids, number)
-        except ProviderError as error:
-            self._store.on_exchange(account, provider, error.status, self._monotonic() - started)
-            if isinstance(error, ThrottledError):
-                self._limiter.pause_until(self._monotonic() + (error.retry_after or THROTTLE_PAUSE))
-            raise
-        self._store.on_exchange(account, provider, Exchange.OK, self._monotonic() - started)
-        return page
+        return await paced(
+            self._limiter,
+            self._store,
+            self.account,
+            self._lister.provider,
+            functools.partial(self._lister.list_queues, queue_ids, number),
+            monotonic=self._monotonic,
+        )
 
     async def read_once(self) -> int:
         """Read every watched queue, ten ids a request, every page; returns how many were read.
@@ -127,28 +123,13 @@ class QueueWatch:
                 log.log(level, event, extra={**context, "queue_name": queue.name})
         self._paused = paused
 
-    async def run(self, *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+    async def run(self) -> None:
         """A read every `interval` seconds until cancelled; a failed read is logged."""
-        pause = sleep or asyncio.sleep
-        failing = False
-        while True:
-            try:
-                await self.read_once()
-            except ProviderError as error:
-                log.log(
-                    logging.DEBUG if failing else logging.WARNING,
-                    "queue_read_failed",
-                    extra={
-                        "account": self.account,
-                        "reason": error.reason,
-                        "status": error.status,
-                        "code": error.code,
-                        "error": str(error),
-                    },
-                )
-                failing = True
-            else:
-                if failing:
-                    log.info("queue_read_recovered", extra={"account": self.account})
-                failing = False
-            await pause(self._interval)
+        await repeat(
+            self.read_once,
+            account=self.account,
+            what="queue_read",
+            interval=self._interval,
+            logger=log,
+            monotonic=self._monotonic,
+        )

@@ -12,15 +12,15 @@ own polls until a round succeeds again: a broken list API must not freeze every 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from exporter.config import Discovery
 from exporter.discovery import JobLister, list_pages
 from exporter.lifecycle import Lifecycle
-from exporter.model import JobSnapshot, ProviderError
+from exporter.model import JobSnapshot
+from exporter.periodic import repeat
 from exporter.poller import Poller
 from exporter.store import JobKey, JobState, Store
 
@@ -134,33 +134,18 @@ class BulkRefresh:
             new = [job for job in jobs if JobKey(self.account, job.job_id) not in self._store]
             self._lifecycle.add_discovered(self.account, new, self._spec.labels)
 
-    async def run(self, *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
-        """A round every `interval` seconds until cancelled; a failed round is logged."""
-        pause = sleep or asyncio.sleep
+    async def run(self) -> None:
+        """A round every `interval` seconds (a steady cadence) until cancelled."""
         self._poller.cover(self.account, self.covers)
-        failing = False
         try:
-            while True:
-                started = self._monotonic()
-                try:
-                    await self.refresh_once()
-                except ProviderError as error:
-                    log.log(
-                        logging.DEBUG if failing else logging.WARNING,
-                        "refresh_failed",
-                        extra={
-                            "account": self.account,
-                            "reason": error.reason,
-                            "status": error.status,
-                            "code": error.code,
-                            "error": str(error),
-                        },
-                    )
-                    failing = True
-                else:
-                    if failing:
-                        log.info("refresh_recovered", extra={"account": self.account})
-                    failing = False
-                await pause(max(0.0, self._interval - (self._monotonic() - started)))
+            await repeat(
+                self.refresh_once,
+                account=self.account,
+                what="refresh",
+                interval=self._interval,
+                from_start=True,
+                logger=log,
+                monotonic=self._monotonic,
+            )
         finally:
             self._poller.uncover(self.account, self.covers)

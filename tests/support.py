@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -170,6 +171,28 @@ async def serving(sim: Simulator) -> AsyncIterator[str]:
         yield url
     finally:
         await runner.cleanup()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A simulator served behind a test's middleware, which sees every request where the cloud
+    does: to count them by kind, or to answer some itself."""
+
+    sim: Simulator
+    middleware: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+    def app(self) -> web.Application:
+        app = self.sim.app()
+
+        @web.middleware
+        async def watch(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self.middleware(request, handler)
+
+        app.middlewares.append(watch)
+        return app
 
 
 # What an in-process exporter's config starts with when a test wants several poll rounds a second

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from exporter.config import load_settings
 from exporter.refresh import STALE_ROUNDS
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
-from tests.support import ServerFactory, scrape, scrape_until, serving, value
+from tests.support import Handler, ServerFactory, Watched, scrape, scrape_until, serving, value
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDREFRESH000000000000000000000000"
@@ -33,31 +33,22 @@ INTERVAL = 0.2
 
 @dataclass
 class CountingCloud:
-    """The simulator behind a middleware that counts requests by kind, and can refuse lists."""
+    """Requests the simulated cloud saw, by kind; it can refuse the list requests."""
 
     sim: TencentCISimulator
     lists: int = 0
     lookups: Counter[str] = field(default_factory=Counter)
     refuse_lists: bool = False
 
-    def app(self) -> web.Application:
-        app = self.sim.app()
-
-        @web.middleware
-        async def count(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            head, _, ids = request.path.strip("/").partition("/")
-            if head in ("jobs", "ai_jobs") and not ids:
-                self.lists += 1
-                if self.refuse_lists:
-                    return web.Response(status=503, text="<Error><Code>InternalError</Code>")
-            elif head in ("jobs", "ai_jobs"):
-                self.lookups.update(ids.split(","))
-            return await handler(request)
-
-        app.middlewares.append(count)
-        return app
+    async def watch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        head, _, ids = request.path.strip("/").partition("/")
+        if head in ("jobs", "ai_jobs") and not ids:
+            self.lists += 1
+            if self.refuse_lists:
+                return web.Response(status=503, text="<Error><Code>InternalError</Code>")
+        elif head in ("jobs", "ai_jobs"):
+            self.lookups.update(ids.split(","))
+        return await handler(request)
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ async def cloud() -> AsyncIterator[tuple[CountingCloud, str]]:
     sim.add_job("a-ends", STUCK, queue_id=QUEUE, started=running)
     sim.add_job("a-other-queue", STUCK, queue_id=OTHER_QUEUE, started=running)
     counting = CountingCloud(sim)
-    async with serving(counting) as url:
+    async with serving(Watched(sim, counting.watch)) as url:
         yield counting, url
 
 

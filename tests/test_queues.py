@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,16 @@ from exporter.app import create_app
 from exporter.config import load_settings
 from exporter.simulator.tencent_ci import TencentCISimulator
 from exporter.simulator.tencent_scripts import STUCK
-from tests.support import ServerFactory, samples, scrape, scrape_until, serving, value
+from tests.support import (
+    Handler,
+    ServerFactory,
+    Watched,
+    samples,
+    scrape,
+    scrape_until,
+    serving,
+    value,
+)
 
 BUCKET = "examplebucket-1250000000"
 SECRET_ID = "AKIDQUEUES0000000000000000000000000"
@@ -28,27 +37,18 @@ QUEUE_INTERVAL = 1.0
 
 @dataclass
 class QueueCloud:
-    """The simulator behind a middleware that records the queue requests and can refuse them."""
+    """The queue requests the simulated cloud saw (their ids); it can refuse them."""
 
     sim: TencentCISimulator
     queue_requests: list[list[str]] = field(default_factory=list)
     refuse: bool = False
 
-    def app(self) -> web.Application:
-        app = self.sim.app()
-
-        @web.middleware
-        async def watch(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            if request.path in ("/ai_queue", "/queue"):
-                self.queue_requests.append(request.query["queueIds"].split(","))
-                if self.refuse:
-                    return web.Response(status=503, text="<Error><Code>InternalError</Code>")
-            return await handler(request)
-
-        app.middlewares.append(watch)
-        return app
+    async def watch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/ai_queue", "/queue"):
+            self.queue_requests.append(request.query["queueIds"].split(","))
+            if self.refuse:
+                return web.Response(status=503, text="<Error><Code>InternalError</Code>")
+        return await handler(request)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def cloud() -> AsyncIterator[tuple[QueueCloud, str]]:
     sim.add_job("a-busy", STUCK, queue_id="p-busy")
     sim.add_job("a-calm", STUCK, queue_id="p-calm")
     counting = QueueCloud(sim)
-    async with serving(counting) as url:
+    async with serving(Watched(sim, counting.watch)) as url:
         yield counting, url
 
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from exporter.config import Discovery, JobConfig, Settings
 from exporter.model import JobSnapshot
 from exporter.statefile import Loaded
@@ -286,7 +288,14 @@ class Lifecycle:
                     extra={"account": account, "max_jobs": self._settings.max_jobs},
                 )
                 break
-            job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
+            try:
+                job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
+            except ValidationError:
+                # An id no config could name (spaces, over 256 characters): not ours to track.
+                log.warning(
+                    "discovered_id_refused", extra={"account": account, "job_id": key.job_id[:300]}
+                )
+                continue
             self._admit(key, job, SOURCE_DISCOVERY)
             keys.append(key)
             found.append(self._store.record_success(key, snapshot, now))

@@ -58,10 +58,11 @@ async def repeat(
 ) -> None:
     """`run` every `interval` seconds until cancelled: after the last run ended, or after it
     started with `from_start` (a steady cadence). A failed run is logged as `<what>_failed` (a
-    warning when runs start failing, then debug) and `<what>_recovered`; `done` sees each
+    warning when runs start failing, then debug) and `<what>_recovered`, any other exception as
+    `<what>_crashed` with its traceback (a bug, logged every time); `done` sees each
     successful run's result; `logger` is the caller's, so events keep their module's name."""
     pause = sleep or asyncio.sleep
-    failed, recovered = what + "_failed", what + "_recovered"
+    failed, recovered, crashed = what + "_failed", what + "_recovered", what + "_crashed"
     failing = False
     while True:
         started = monotonic()
@@ -79,6 +80,9 @@ async def repeat(
                     "error": str(error),
                 },
             )
+            failing = True
+        except Exception:  # a bug on one answer must not end the account's work for good
+            logger.exception(crashed, extra={"account": account})
             failing = True
         else:
             if failing:

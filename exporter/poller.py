@@ -103,6 +103,7 @@ class Poller:
         self._settings = settings
         self._providers = dict(providers)
         self._update_limiters()
+        self._look_up = {key for key in self._look_up if key.account in self._providers}
 
     def cover(self, account: str, covers: Callable[[JobState], bool]) -> None:
         """Skip the polls of the account's jobs that `covers` says another source refreshes."""
@@ -113,16 +114,25 @@ class Poller:
             del self._coverage[account]
 
     def look_up(self, keys: Sequence[JobKey]) -> None:
-        """Poll these jobs now, covered or not (a bulk refresh no longer lists them)."""
+        """Poll these jobs now, covered or not (a bulk refresh no longer lists them); once,
+        however often it is asked before the poll."""
         for key in keys:
-            self._look_up.add(key)
-            self._schedule(key, 0.0)
+            if key not in self._look_up:
+                self._look_up.add(key)
+                self._schedule(key, 0.0)
 
     def record_listed(self, account: str, snapshots: Sequence[JobSnapshot]) -> None:
-        """Tracked jobs a list request described, recorded as polls of them."""
+        """The tracked jobs a list of unfinished jobs described, recorded as polls of them.
+
+        A job already seen terminal is left alone: it can only have ended since, and a list
+        answered before its end (or an index lagging behind) must not bring it back to life.
+        """
         at = self._wall()
         for snapshot in snapshots:
             key = JobKey(account, snapshot.job_id)
+            state = self._store.get(key)
+            if state is None or (state.snapshot is not None and state.snapshot.terminal):
+                continue
             self._log_success(self._store.record_success(key, snapshot, at))
 
     def jobs_added(
@@ -322,6 +332,7 @@ class Poller:
                     outcome = results
                 elapsed = self._monotonic() - started
             if account not in self._providers:
+                self._look_up.difference_update(keys)
                 return  # removed while this poll was in flight: its series are gone, stay so
             status = outcome.status if isinstance(outcome, ProviderError) else Exchange.OK
             self._store.on_exchange(account, provider.provider, status, elapsed)

@@ -67,7 +67,9 @@ class QueueWatch:
         self._extra = tuple(extra)
         self._wall = wall
         self._monotonic = monotonic
-        self._paused: set[str] = set()
+        # Paused as last recorded (a reload starts a new watch: no second `queue_paused`).
+        last = store.queue_status(self.account, lister.provider)
+        self._paused = {q.queue_id for q in last.queues if q.paused} if last is not None else set()
 
     @property
     def account(self) -> str:
@@ -86,20 +88,21 @@ class QueueWatch:
     async def read_once(self) -> int:
         """Read every watched queue, ten ids a request, every page; returns how many were read.
 
-        Nothing is asked (or recorded) while no job names a queue. A failure records the read
-        as failed, keeping the queues last read, and raises.
+        While no job names a queue nothing is asked, and an empty read is recorded (the queues
+        of jobs since forgotten must not stay exported). A failure records the read as failed,
+        keeping the queues last read, and raises.
         """
         queue_ids = watched_queue_ids(self._store, self.account, self._extra)
-        if not queue_ids:
-            return 0
         found: dict[str, Queue] = {}
         try:
             for start in range(0, len(queue_ids), MAX_QUEUE_IDS):
                 chunk = queue_ids[start : start + MAX_QUEUE_IDS]
+                read = 0
                 for number in range(1, MAX_QUEUE_PAGES + 1):
                     page = await self._page(chunk, number)
                     found.update((queue.queue_id, queue) for queue in page.queues)
-                    if not page.queues or len(found) >= page.total:
+                    read += len(page.queues)
+                    if not page.queues or read >= page.total:
                         break
         except ProviderError:
             self._store.record_queues(self.account, self._lister.provider, None, at=self._wall())
@@ -130,6 +133,7 @@ class QueueWatch:
             account=self.account,
             what="queue_read",
             interval=self._interval,
+            from_start=True,
             logger=log,
             monotonic=self._monotonic,
         )

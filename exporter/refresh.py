@@ -1,25 +1,26 @@
 """Bulk refresh (`refresh: list`): one list request refreshes up to a hundred jobs.
 
-Each round lists the account's non-terminal jobs of its discover queue and tags and records
-every tracked job found there as polled; the jobs it covered that are no longer listed have
-ended (or left the window), so each gets one look-up by id to read its final state. Jobs the
-list cannot cover keep their own polls: never polled yet, terminal, in another queue or tag,
-or created before the lookback window (the list asks for jobs created after it).
+Each round lists the account's unfinished jobs of its discover queue and tags and records every
+tracked job found there as polled; the jobs it covered that are no longer listed have ended, so
+each gets one look-up by id to read its final state. Untracked jobs in the list are left to
+discovery (its filters, counts and cadence). Jobs the list cannot cover keep their own polls:
+never polled yet, terminal, in another queue or tag, created before the lookback window (the
+list asks for jobs created after it) or before the oldest job a walk cut at the page bound
+read, or asking for a `poll_interval` shorter than the rounds'.
 
-If the list fails for longer than `STALE_ROUNDS` rounds, the covered jobs fall back to their
-own polls until a round succeeds again: a broken list API must not freeze every job.
+If no round succeeds for `STALE_ROUNDS` rounds, the covered jobs fall back to their own polls
+until one does: a broken list API must not freeze every job.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 from exporter.config import Discovery
 from exporter.discovery import JobLister, list_pages
-from exporter.lifecycle import Lifecycle
-from exporter.model import JobSnapshot
 from exporter.periodic import repeat
 from exporter.poller import Poller
 from exporter.store import JobKey, JobState, Store
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # The states CI lists as not finished (`states=` of `GET /jobs`, docs 1045/50305, 460/48235).
 NON_TERMINAL_STATES = ("Submitted", "Running", "Pause")
-# Covered jobs fall back to their own polls once no round has succeeded for this many rounds.
+# Covered jobs fall back to their own polls once no round has succeeded for this many rounds
+# (or for this many of the last successful round's durations, when rounds take longer).
 STALE_ROUNDS = 3
 
 
@@ -40,7 +42,6 @@ class BulkRefresh:
         lister: JobLister,
         spec: Discovery,
         poller: Poller,
-        lifecycle: Lifecycle,
         store: Store,
         interval: float,
         *,
@@ -50,13 +51,16 @@ class BulkRefresh:
         self._lister = lister
         self._spec = spec
         self._poller = poller
-        self._lifecycle = lifecycle
         self._store = store
         self._interval = interval
         self._wall = wall
         self._monotonic = monotonic
         self._tags = frozenset(spec.tag_list)
         self._last_success: float | None = None  # monotonic
+        self._last_duration = 0.0
+        # Per tag whose last walk stopped at the page bound: the oldest CreationTime it read.
+        # Newest first, so older jobs were on pages not read: they keep their own polls.
+        self._horizons: dict[str, float] = {}
 
     @property
     def account(self) -> str:
@@ -67,13 +71,18 @@ class BulkRefresh:
         snapshot = state.snapshot
         if snapshot is None or snapshot.terminal or self._last_success is None:
             return False
-        if self._monotonic() - self._last_success > STALE_ROUNDS * self._interval:
+        stale_after = STALE_ROUNDS * max(self._interval, self._last_duration)
+        if self._monotonic() - self._last_success > stale_after:
             return False
+        if state.poll_interval is not None and state.poll_interval < self._interval:
+            return False  # it asked to be polled more often than a round comes
+        created = snapshot.created_at
         return (
             snapshot.queue_id == self._spec.queue_id
             and snapshot.job_type in self._tags
-            and snapshot.created_at is not None
-            and snapshot.created_at > self._wall() - self._spec.lookback
+            and created is not None
+            and created > self._wall() - self._spec.lookback
+            and created > self._horizons.get(snapshot.job_type, -math.inf)
         )
 
     def _covered_keys(self) -> list[JobKey]:
@@ -90,13 +99,14 @@ class BulkRefresh:
 
         Raises the ProviderError of a failed page; pages before it are recorded all the same.
         """
+        started = self._monotonic()
         before = self._covered_keys()
         since = self._wall() - self._spec.lookback
         listed: set[str] = set()
-        complete = True
+        horizons: dict[str, float] = {}
         limiter = self._poller.limiter(self.account)
         for tag in self._spec.tag_list:
-            last_token = None
+            last_token, oldest = None, math.inf
             async for page in list_pages(
                 self._lister,
                 limiter,
@@ -107,15 +117,19 @@ class BulkRefresh:
                 monotonic=self._monotonic,
                 truncated_event="refresh_truncated",
             ):
-                self._record(page.jobs)
+                self._poller.record_listed(self.account, page.jobs)
                 listed.update(job.job_id for job in page.jobs)
+                oldest = min(
+                    [oldest, *(job.created_at for job in page.jobs if job.created_at is not None)]
+                )
                 last_token = page.next_token
-            complete = complete and not last_token
+            if last_token:
+                horizons[tag] = oldest
+        self._horizons = horizons
         self._last_success = self._monotonic()
-        if not complete:
-            return 0  # a job missing from a truncated walk may be on the pages not read
-        # Still covered, yet no longer listed: ended (a poll that already read the end, such as
-        # a look-up asked for last round, leaves nothing to look up).
+        self._last_duration = self._last_success - started
+        # Still covered (listed within the pages read), yet no longer listed: ended. A poll that
+        # already read the end, such as a look-up asked for last round, leaves nothing to ask.
         left = [
             key
             for key in before
@@ -125,14 +139,6 @@ class BulkRefresh:
         ]
         self._poller.look_up(left)
         return len(left)
-
-    def _record(self, jobs: tuple[JobSnapshot, ...]) -> None:
-        """Tracked jobs get the listed snapshot as a poll; new ones are discovered."""
-        tracked = [job for job in jobs if JobKey(self.account, job.job_id) in self._store]
-        self._poller.record_listed(self.account, tracked)
-        if len(tracked) < len(jobs):
-            new = [job for job in jobs if JobKey(self.account, job.job_id) not in self._store]
-            self._lifecycle.add_discovered(self.account, new, self._spec.labels)
 
     async def run(self) -> None:
         """A round every `interval` seconds (a steady cadence) until cancelled."""

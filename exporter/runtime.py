@@ -117,7 +117,8 @@ class Runtime:
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A task that died of a bug was logged where it died; stopping it must go on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     def _start_account_tasks(self, settings: Settings) -> None:
@@ -151,7 +152,6 @@ class Runtime:
                     provider,
                     refresh,
                     self.poller,
-                    self.lifecycle,
                     self.store,
                     settings.poll_interval,
                     wall=self._wall,
@@ -169,6 +169,8 @@ class Runtime:
                     wall=self._wall,
                 )
                 self._spawn(f"queues {name}", watch.run())
+            else:
+                self.store.forget_queues(name)
 
     # -- life cycle ------------------------------------------------------------------------
 

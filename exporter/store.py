@@ -542,6 +542,13 @@ class Store:
         else:
             self._queues[(account, provider)] = QueueStatus(True, at, queues)
 
+    def queue_status(self, account: str, provider: str) -> QueueStatus | None:
+        return self._queues.get((account, provider))
+
+    def forget_queues(self, account: str) -> None:
+        """The account reads no queues any more (`queue_interval: 0s`): drop what it read."""
+        _drop_account(self._queues, account)
+
     def on_exchange(self, account: str, provider: str, status: str, seconds: float) -> None:
         """Count one request to a cloud, polls and discovery alike: `status` is the HTTP status
         code as text or an `Exchange`; a request never sent (`Exchange.NONE`) is not counted."""

@@ -149,11 +149,13 @@ async def test_an_ended_job_is_looked_up_once_however_many_rounds_pass_first() -
     key = JobKey("tc", "j")
     clock.now += 5  # its first own poll is due: skipped, the list covers it
     assert poller._take_due("tc", clock.time()) == []
-    for _ in range(3):  # ended: not listed, round after round, before its look-up runs
+    clock.now += INTERVAL
+    assert await bulk.refresh_once() == 1  # ended: no longer listed
+    assert poller._take_due("tc", clock.time()) == [key]  # its look-up starts ...
+    for _ in range(2):  # ... and is still on its way when the next rounds ask again
         clock.now += INTERVAL
         assert await bulk.refresh_once() == 1
-    assert poller._take_due("tc", clock.time()) == [key]
-    assert poller._take_due("tc", clock.time()) == []
+        assert poller._take_due("tc", clock.time()) == []
 
 
 async def test_a_job_asking_for_faster_polls_than_the_rounds_keeps_its_own() -> None:

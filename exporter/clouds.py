@@ -192,6 +192,7 @@ async def _tencent_simulator() -> DemoCloud:
         endpoint=url,
         job_api="media_jobs",
         batch_size=5,
+        queue_interval=15.0,  # the second queue pauses for 90 s of every 5 minutes
         auth=TencentAuth(
             secret_id_env="CLOUDJOB_DEMO_TENCENT_SECRET_ID",  # noqa: S106 - a variable name
             secret_key_env="CLOUDJOB_DEMO_TENCENT_SECRET_KEY",  # noqa: S106 - a variable name

@@ -6,6 +6,7 @@ Without this, the user sees jobs that stop moving and no reason.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -19,8 +20,10 @@ from exporter.ratelimit import RateLimiter
 from exporter.store import Store
 
 log = logging.getLogger(__name__)
-# The most queues one request may name (`queueIds`, docs 1045/72923, 460/79394).
+# The most queues one request may name (`queueIds`, docs 1045/72923, 436/54045).
 MAX_QUEUE_IDS = 10
+# Seconds from start to the first read: new jobs are first polled within two (poller.py).
+FIRST_READ_AFTER = 3.0
 # A bound on pages per request, not a limit anyone should reach.
 MAX_QUEUE_PAGES = 10
 
@@ -127,7 +130,9 @@ class QueueWatch:
         self._paused = paused
 
     async def run(self) -> None:
-        """A read every `interval` seconds until cancelled; a failed read is logged."""
+        """A read every `interval` seconds until cancelled; a failed read is logged. The first
+        comes a moment after start-up, once the jobs' first polls have named their queues."""
+        await asyncio.sleep(min(self._interval, FIRST_READ_AFTER))
         await repeat(
             self.read_once,
             account=self.account,

@@ -77,3 +77,15 @@ async def test_a_cancelled_loop_stops() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_bug_in_one_run_is_logged_with_its_traceback_and_the_runs_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.periodic")
+    pauses = await _repeat_with([KeyError("odd answer"), 1.0, 1.0], from_start=True)
+    assert len(pauses) == 3  # every run came
+    crashed = [r for r in caplog.records if r.getMessage() == "refresh_crashed"]
+    assert len(crashed) == 1
+    assert crashed[0].exc_info is not None
+    assert [r.getMessage() for r in caplog.records][1:] == ["refresh_recovered"]

@@ -290,10 +290,11 @@ class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
         return JobList(tuple(jobs), token)
 
     async def list_queues(self, queue_ids: Sequence[str], page: int = 1) -> QueuePage:
-        """One page of the queues named (at most ten): `GET /ai_queue` for AI jobs (doc
-        1045/72923; cos-python-sdk-v5 `ci_get_ai_queue`, go `DescribeAIProcessQueues`) or
-        `GET /queue` for media jobs (doc 460/79394; `ci_get_media_queue`,
-        `DescribeMediaProcessQueues`), with the SDK's query."""
+        """One page of the queues named (at most ten): `GET /ai_queue` for AI jobs (docs
+        1045/72923, 460/79394; cos-python-sdk-v5 `ci_get_ai_queue`, go `DescribeAIProcessQueues`)
+        or `GET /queue` for media jobs (doc 436/54045; `ci_get_media_queue`,
+        `DescribeMediaProcessQueues`), with the SDK's query. Like the SDK, no `category` is sent
+        to `/queue`; which categories CI then lists is not documented."""
         params = {
             "queueIds": ",".join(queue_ids),
             "state": "All",

@@ -49,7 +49,7 @@ MODES: tuple[str, ...] = (
 )
 SEED = 15
 # The target: at this many jobs, list mode's requests over lookup's, and its p99 delay no worse
-# than lookup's plus the resolution of the scrapes that observe it.
+# than lookup's (both measured by the same scrapes, at the same resolution).
 TARGET_JOBS = 1_000
 REQUEST_SHARE_TARGET = 1 / 20
 # Only the state series and the exporter's own families: a scrape of 10,000 jobs stays small
@@ -159,19 +159,19 @@ def delay_figures(delays: Sequence[float], missed: int) -> dict[str, float]:
 def target(figures: Mapping[str, Any]) -> tuple[str, float, str, bool] | None:
     """(figure, value, target, met) for `TARGET_JOBS` measured in both modes, else None: list
     mode's share of lookup's requests, met when it is small enough and list mode's p99 delay is
-    no worse than lookup's, give or take the resolution of the scrapes that measured both."""
+    no worse than lookup's. Both are measured by scrapes at the same cadence, so the resolution
+    is printed beside them, not added to either."""
     modes = figures["modes"]
     if figures["jobs"] != TARGET_JOBS or "list" not in modes or "lookup" not in modes:
         return None
     share = figures["list_over_lookup_requests"]
     list_p99, lookup_p99 = modes["list"]["delay"]["p99_s"], modes["lookup"]["delay"]["p99_s"]
-    slack = figures["resolution_s"]
-    met = share <= REQUEST_SHARE_TARGET and list_p99 <= lookup_p99 + slack
+    met = share <= REQUEST_SHARE_TARGET and list_p99 <= lookup_p99
     return (
         f"refresh {figures['jobs']}: list/lookup requests, with no worse p99 delay",
         share,
         f"<= 1/{1 / REQUEST_SHARE_TARGET:g}, and p99 delay {list_p99:.2f} s <= lookup's "
-        f"{lookup_p99:.2f} s + {slack:.2f} s resolution",
+        f"{lookup_p99:.2f} s (resolution {figures['resolution_s']:.2f} s)",
         met,
     )
 

@@ -128,20 +128,27 @@ async def test_a_poll_that_sent_no_request_is_not_counted_as_one(outcome: BaseEx
     assert state.last_error.status == "error"
 
 
+async def _discover(
+    scripted: Scripted, clock: FakeClock, poller: Poller, lifecycle: Lifecycle, store: Store
+) -> int:
+    """One discovery run over the scripted list, on the fake clock."""
+    return await discover_once(
+        scripted,
+        Discovery(queue_id="q", tag="Translation"),
+        poller,
+        lifecycle,
+        store,
+        wall=clock.time,
+        monotonic=clock.time,
+    )
+
+
 async def test_discovery_counts_each_list_call_like_a_poll() -> None:
     clock = FakeClock(1000.0)
     scripted = Scripted(clock, [None, None, UpstreamError("HTTP 503", status="503")])
     store, poller, lifecycle = _setup(scripted, clock)
     with pytest.raises(UpstreamError):
-        await discover_once(
-            scripted,
-            Discovery(queue_id="q", tag="Translation"),
-            poller,
-            lifecycle,
-            store,
-            wall=clock.time,
-            monotonic=clock.time,
-        )
+        await _discover(scripted, clock, poller, lifecycle, store)
     view = store.view()
     assert view.api_requests == {(ACCOUNT, PROVIDER, "200"): 2, (ACCOUNT, PROVIDER, "503"): 1}
     durations = view.api_durations[(ACCOUNT, PROVIDER)]
@@ -155,14 +162,6 @@ async def test_a_list_call_that_sent_no_request_is_not_counted_as_one() -> None:
     scripted = Scripted(clock, [AuthError("no credentials")])
     store, poller, lifecycle = _setup(scripted, clock)
     with pytest.raises(AuthError):
-        await discover_once(
-            scripted,
-            Discovery(queue_id="q", tag="Translation"),
-            poller,
-            lifecycle,
-            store,
-            wall=clock.time,
-            monotonic=clock.time,
-        )
+        await _discover(scripted, clock, poller, lifecycle, store)
     assert store.view().api_requests == {}
     assert store.view().discovery[(ACCOUNT, PROVIDER)].last_success is False

@@ -121,6 +121,14 @@ class Poller:
                 self._look_up.add(key)
                 self._schedule(key, 0.0)
 
+    def hint(self, key: JobKey) -> bool:
+        """Poll a tracked job as soon as the account's budget allows (someone says it changed);
+        False when the job is not tracked."""
+        if key not in self._store:
+            return False
+        self.look_up([key])
+        return True
+
     def record_listed(self, account: str, snapshots: Sequence[JobSnapshot]) -> None:
         """The tracked jobs a list of unfinished jobs described, recorded as polls of them.
 

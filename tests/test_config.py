@@ -279,7 +279,7 @@ TIME_KEYS = {
     "accounts.tc.queue_interval": True,
 }
 # Float keys that are not times.
-NOT_TIME_KEYS = {"max_rps"}
+NOT_TIME_KEYS = {"max_rps", "api_budget_rps"}
 
 
 def _float_fields(model: type[BaseModel], prefix: str = "") -> set[str]:

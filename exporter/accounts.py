@@ -114,6 +114,14 @@ class CloudAccount(Strict):
         ]
 
 
+def _budget(budget: float | None, max_rps: float | None, default: float | None) -> float | None:
+    """The request rate an account plans its polls within: `api_budget_rps` (never above a
+    `max_rps`), else `max_rps`, else the cloud's default."""
+    if budget is not None:
+        return budget if max_rps is None else min(budget, max_rps)
+    return max_rps if max_rps is not None else default
+
+
 def _one_source_each(auth: BaseModel, secrets: tuple[str, ...]) -> None:
     """Each secret comes from its `<name>_env` variable or its `<name>_file`, never both: with
     both set, which one wins would be a guess."""
@@ -169,9 +177,7 @@ class HuaweiAccount(CloudAccount):
 
     @property
     def budget_rps(self) -> float | None:
-        if self.api_budget_rps is not None:
-            return self.api_budget_rps
-        return self.max_rps or HUAWEI_DEFAULT_BUDGETS.get(self.region)
+        return _budget(self.api_budget_rps, self.max_rps, HUAWEI_DEFAULT_BUDGETS.get(self.region))
 
     @property
     def base_url(self) -> str:
@@ -282,7 +288,7 @@ class TencentAccount(CloudAccount):
 
     @property
     def budget_rps(self) -> float | None:
-        return self.api_budget_rps if self.api_budget_rps is not None else self.max_rps
+        return _budget(self.api_budget_rps, self.max_rps, None)
 
     @model_validator(mode="after")
     def _batching_needs_an_api_that_allows_it(self) -> TencentAccount:

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter.budget import PollingStatus
 from exporter.clouds import cloud_of
 from exporter.config import (
     ConfigError,
@@ -86,6 +87,10 @@ class Runtime:
         self._mtimes: dict[Path, float | None] = {}
 
     # -- building blocks -------------------------------------------------------------------
+
+    def polling_status(self) -> dict[tuple[str, str], PollingStatus]:
+        """Each account's budget and lateness; none before polling starts."""
+        return {} if self.poller is None else self.poller.polling_status()
 
     def _overlaid(self, settings: Settings) -> Settings:
         """Raises ConfigError when the config uses a name the overlay reserves."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from itertools import pairwise
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import pytest
 

@@ -194,6 +194,19 @@ def exporter_families(
         ("account", "provider", "reason"),
         view.poll_errors.items(),
     )
+    yield _hint_family(view)
+
+
+def _hint_family(view: StoreView) -> CounterMetricFamily:
+    return _counter(
+        "cloudjob_poll_hints",
+        "Poll-now hints, by source (api: POST /api/v1/jobs/{account}/{job_id}/poll; callback: "
+        "a Tencent CI job callback) and outcome: scheduled (a look-up is due at once), "
+        "unknown_job (the job is not tracked), rate_limited (refused with 429), rejected (a "
+        "callback with a wrong secret or a bad body, counted once per request).",
+        ("account", "provider", "source", "outcome"),
+        view.poll_hints.items(),
+    )
 
 
 def _queue_families(view: StoreView) -> Iterator[Metric]:

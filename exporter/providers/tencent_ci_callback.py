@@ -76,10 +76,12 @@ def _from_json(body: bytes) -> Callback:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise CallbackError(f"the body is not valid JSON: {_one_line(exc)}") from None
-    if isinstance(document, dict) and isinstance(document.get("Response"), dict):
-        document = document["Response"]
     if not isinstance(document, dict):
         raise CallbackError("the JSON body is not an object")
+    if "Response" in document:
+        document = document["Response"]
+        if not isinstance(document, dict):
+            raise CallbackError("Response is not an object")
     event = document.get("EventName")
     if event is not None and not isinstance(event, str):
         raise CallbackError("EventName is not a string")

@@ -200,10 +200,9 @@ def exporter_families(
 def _hint_family(view: StoreView) -> CounterMetricFamily:
     return _counter(
         "cloudjob_poll_hints",
-        "Poll-now hints, by source (api: POST /api/v1/jobs/{account}/{job_id}/poll; callback: "
-        "a Tencent CI job callback) and outcome: scheduled (a look-up is due at once), "
-        "unknown_job (the job is not tracked), rate_limited (refused with 429), rejected (a "
-        "callback with a wrong secret or a bad body, counted once per request).",
+        "Poll-now hints by source (api; callback: a Tencent CI job callback) and outcome "
+        "(scheduled, unknown_job, rate_limited: refused with 429, rejected: a callback with a "
+        "wrong secret or a bad body). One per job a hint names; a rejected callback counts once.",
         ("account", "provider", "source", "outcome"),
         view.poll_hints.items(),
     )

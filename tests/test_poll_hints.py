@@ -318,3 +318,40 @@ async def test_hints_past_the_accounts_rate_are_refused_and_schedule_nothing(
 
     await eventually_async(accepted, interval=0.2, what="a hint accepted again")
     await _looked_up(lookups, "a-1", 2)
+
+
+async def test_a_rotated_callback_token_file_takes_over_from_the_old_token(
+    cloud: tuple[LookUps, str], aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    lookups, url = cloud
+    token_file = tmp_path / "callback-token"
+    token_file.write_text(CALLBACK_TOKEN)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "poll_interval: 1h\nreload_check_interval: 0.1s\naccounts:\n"
+        + _account("tc", url, f"    callback_token_file: {token_file}\n")
+        + "jobs:\n  - {account: tc, id: a-1}\n"
+    )
+    environ = {"T_ID": SECRET_ID, "T_KEY": SECRET_KEY}
+    server = await aiohttp_server(
+        create_app(
+            load_settings(path),
+            environ=environ,
+            loader=lambda: load_settings(path),
+            config_path=path,
+        )
+    )
+    await eventually_async(lambda: lookups.of("a-1") == 1, what="the first poll")
+    assert (await _post(server, CALLBACK, _xml("a-1")))[0] == 200
+    await _looked_up(lookups, "a-1", 2)
+    rotated = "cb-token-rotated-0123456789"
+    token_file.write_text(rotated)
+    new = CALLBACK.replace(CALLBACK_TOKEN, rotated)
+
+    async def new_token_in_force() -> bool:
+        return (await _post(server, new, _xml("a-untracked")))[0] == 200
+
+    await eventually_async(new_token_in_force, interval=0.1, what="the rotated token in force")
+    assert (await _post(server, CALLBACK, _xml("a-1")))[0] == 404
+    await asyncio.sleep(QUIET)
+    assert lookups.of("a-1") == 2

@@ -287,9 +287,10 @@ async def tencent_ci_callback(request: web.Request) -> web.Response:
         callback = parse_callback(body)
     except CallbackError as exc:
         runtime.store.record_hint(account, provider, "callback", "rejected")
+        log.debug("callback_rejected", extra={"account": account, "reason": str(exc)})
         return _error(400, f"not a CI job callback: {exc}")
     if not callback.names_jobs:
-        return json_response({"status": "ignored", "event": callback.event})
+        return json_response({"status": "ignored"})  # another event, e.g. WorkflowFinish
     job_ids = callback.job_ids
     if len(job_ids) > runtime.hints.burst:
         runtime.store.record_hint(account, provider, "callback", "rejected")

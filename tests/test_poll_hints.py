@@ -247,6 +247,12 @@ async def test_forged_callbacks_change_no_series_and_reach_no_cloud(
         (CALLBACK.replace("/tc/", "/tc-plain/"), _xml("a-1"), 404, not_found),  # no token set
         (CALLBACK.replace("/tc/", "/nope/"), _xml("a-1"), 404, not_found),  # no such account
         (CALLBACK, _xml("a-unknown"), 200, {"status": "ok", "scheduled": 0, "unknown_jobs": 1}),
+        (  # another event, though it names a tracked job
+            CALLBACK,
+            _xml("a-1").replace(b"TaskFinish", b"WorkflowFinish"),
+            200,
+            {"status": "ignored"},
+        ),
         (
             CALLBACK,
             b"<Response><JobsDetail><JobId>a-1</JobsDetail>",

@@ -265,6 +265,12 @@ async def test_forged_callbacks_change_no_series_and_reach_no_cloud(
             400,
             {"error": "not a CI job callback: no JobsDetail in the callback"},
         ),
+        (  # more jobs than a burst of hints: never to be let through, so not a 429
+            CALLBACK,
+            _xml("a-1", *(f"a-x{n}" for n in range(HINT_BURST))),
+            400,
+            f"the callback names {HINT_BURST + 1} jobs; at most {HINT_BURST}",
+        ),
         (
             CALLBACK,
             b"<Response>" + b" " * (10 * 1024 * 1024) + _xml("a-1"),
@@ -286,7 +292,7 @@ async def test_forged_callbacks_change_no_series_and_reach_no_cloud(
     after = await scrape(server)
     assert _job_series(after) == _job_series(before)
     assert _job_series(after).count("\n") > 20  # really something compared
-    assert _hints(after, "callback", "rejected") == 6  # two secrets, four bodies
+    assert _hints(after, "callback", "rejected") == 7  # two secrets, five bodies
     assert _hints(after, "callback", "rejected", account="tc-plain") == 1
     assert _hints(after, "callback", "unknown_job") == 1
     assert _hints(after, "callback", "scheduled") is None

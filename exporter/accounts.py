@@ -304,6 +304,11 @@ class TencentAccount(CloudAccount):
             )
         return self
 
+    def secret_files(self) -> list[Path]:
+        """The auth's files and the callback token's: a rotated one is read again."""
+        files = super().secret_files()
+        return files if self.callback_token_file is None else [*files, self.callback_token_file]
+
     @property
     def refresh_mode(self) -> Literal["list", "lookup"]:
         if self.refresh is not None:
@@ -420,3 +425,32 @@ def tencent_credentials(
     if tc.token_env is not None or tc.token_file is not None:
         (token,) = read_secrets(where, [("token", tc.token_env, tc.token_file)], environ)
     return TencentCredentials(secret_id=secret_id, secret_key=secret_key, token=token)
+
+
+# A callback token is the only thing between the internet and the callback route: one short
+# enough to guess is refused (`openssl rand -hex 16` gives 32 characters).
+MIN_CALLBACK_TOKEN_LENGTH = 16
+
+
+def tencent_callback_token(
+    account: TencentAccount, where: str, environ: Mapping[str, str]
+) -> SecretStr | None:
+    """The secret path segment of the account's callback route; None when none is configured.
+    ConfigError when it is unreadable or too short to be a secret."""
+    if account.callback_token_env is None and account.callback_token_file is None:
+        return None
+    (token,) = read_secrets(
+        where,
+        [("callback_token", account.callback_token_env, account.callback_token_file)],
+        environ,
+    )
+    if len(token.get_secret_value()) < MIN_CALLBACK_TOKEN_LENGTH:
+        source = "_env" if account.callback_token_env is not None else "_file"
+        raise ConfigError(
+            [
+                f"{where}callback_token{source}: the token has "
+                f"{len(token.get_secret_value())} characters; use at least "
+                f"{MIN_CALLBACK_TOKEN_LENGTH} (e.g. openssl rand -hex 16)"
+            ]
+        )
+    return token

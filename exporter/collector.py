@@ -198,6 +198,18 @@ def exporter_families(
         ("account", "provider", "reason"),
         view.poll_errors.items(),
     )
+    yield _hint_family(view)
+
+
+def _hint_family(view: StoreView) -> CounterMetricFamily:
+    return _counter(
+        "cloudjob_poll_hints",
+        "Poll-now hints by source (api; callback: a Tencent CI job callback) and outcome "
+        "(scheduled, unknown_job, rate_limited: refused with 429, rejected: a callback with a "
+        "wrong secret or a bad body). One per job a hint names; a rejected callback counts once.",
+        ("account", "provider", "source", "outcome"),
+        view.poll_hints.items(),
+    )
 
 
 def polling_families(

@@ -46,6 +46,7 @@ EXPORTER_FAMILIES: tuple[tuple[str, str], ...] = (
     ("cloudjob_failures", "counter"),
     ("cloudjob_parse_errors", "counter"),
     ("cloudjob_poll_errors", "counter"),
+    ("cloudjob_poll_hints", "counter"),
     # prometheus-client's process collector (Linux).
     ("process_virtual_memory_bytes", "gauge"),
     ("process_resident_memory_bytes", "gauge"),

@@ -203,6 +203,8 @@ class StoreView:
     # The last config reload: did it work, and when did one last work.
     reload_ok: bool = True
     reload_success_at: float | None = None
+    # (account, provider, source, outcome) -> poll-now hints (api.py).
+    poll_hints: Mapping[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,7 @@ class Store:
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
         self._queues: dict[tuple[str, str], QueueStatus] = {}
         self._failures: dict[tuple[str, str, str, str], int] = {}
+        self._poll_hints: dict[tuple[str, str, str, str], int] = {}
         self._reload_ok = True
         self._reload_success_at: float | None = None
         # Changes are remembered only for a state file to write; in memory nothing collects them.
@@ -378,6 +381,7 @@ class Store:
             self._discovery,
             self._queues,
             self._failures,
+            self._poll_hints,
         ):
             _drop_account(table, account)
         self._counters_dirty = True
@@ -599,6 +603,14 @@ class Store:
             histogram = self._api_durations[(account, provider)] = Histogram()
         histogram.observe(seconds)
 
+    def record_hint(
+        self, account: str, provider: str, source: str, outcome: str, count: int = 1
+    ) -> None:
+        """Count poll-now hints: `source` api or callback; `outcome` scheduled, unknown_job,
+        rate_limited or rejected."""
+        key = (account, provider, source, outcome)
+        self._poll_hints[key] = self._poll_hints.get(key, 0) + count
+
     def view(self) -> StoreView:
         return StoreView(
             jobs=tuple(self._jobs.values()),
@@ -617,6 +629,7 @@ class Store:
             },
             reload_ok=self._reload_ok,
             reload_success_at=self._reload_success_at,
+            poll_hints=dict(self._poll_hints),
         )
 
 

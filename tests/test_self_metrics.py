@@ -73,6 +73,9 @@ def _busy_store() -> Store:
     store.record_queues("tc", TC, None, at=1850.0)  # a failed read keeps the queues read before
     store.bury(JobKey("hw", "old"), Tombstone(HW, "expired", 10.0, 5.0))
     store.record_reload(ok=False, at=1900.0)
+    store.record_hint("tc", TC, "callback", "scheduled", 3)
+    store.record_hint("tc", TC, "callback", "rejected")
+    store.record_hint("hw", HW, "api", "rate_limited")
     return store
 
 

@@ -14,9 +14,12 @@ THROTTLED_FLOOR = 0.1
 RECOVERY = 300.0
 # Spending is reported over this many seconds (cloudjob_api_budget_utilization_ratio).
 SPENT_WINDOW = 60.0
-# At most this many requests in a burst: a gateway's bucket that refills at the same rate as
-# ours then never runs dry from our side, even when our requests reach it unevenly spaced.
+# A burst of at most 2 requests, or a tenth of a second's worth at high rates (less, and a busy
+# event loop that wakes a few milliseconds late loses tokens it cannot spend): a gateway's bucket
+# that refills at the same rate and holds a second's worth then never runs dry from our side,
+# even when our requests reach it unevenly spaced.
 MAX_BURST = 2.0
+BURST_SECONDS = 0.1
 
 
 class RateLimiter:
@@ -34,7 +37,7 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._rate = rate
-        self._capacity = min(MAX_BURST, max(1.0, rate or 1.0))
+        self._capacity = max(1.0, min(rate or 1.0, max(MAX_BURST, (rate or 0.0) * BURST_SECONDS)))
         self._tokens = self._capacity
         self._monotonic = monotonic
         self._sleep = sleep

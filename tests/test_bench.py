@@ -128,8 +128,21 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
             assert mode["requests_not_200"] == 0, mode
             assert mode["delay"]["changes"] > 0, mode
         assert positive(refresh["resolution_s"])
-    for heading in ("Polling:", "Scrape:", "Memory:", "Refresh:", "Growth:", "Targets:"):
+    freshness = results["freshness"]
+    assert list(freshness["modes"]) == ["adaptive", "fixed"]
+    for mode in freshness["modes"].values():
+        assert positive(mode["requests"]), mode
+        assert positive(mode["registered"]), mode  # arrivals came through the API
+        assert mode["delay"]["changes"] > 0, mode
+        assert mode["histogram"]["buckets"] or not mode["histogram"]["exported"]
+    assert positive(freshness["oracle_requests"])
+    assert {target["figure"] for target in results["targets"]} >= {
+        "freshness: throttled answers, adaptive",
+        "freshness: adaptive p99 / fixed p99",
+    }
+    for heading in ("Polling:", "Scrape:", "Memory:", "Refresh:", "Freshness:", "Growth:"):
         assert heading in result.stdout
+    assert "Targets:" in result.stdout
 
 
 # -- The refresh stage's arithmetic -----------------------------------------------------------

@@ -181,9 +181,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         FreshnessPlan(
             alive=200,
             speed=30.0,
-            warmup=240.0,
-            window=360.0,
-            tail=120.0,
+            warmup=180.0,
+            window=240.0,
+            tail=90.0,
             scrape_period=0.25,
             budget_rps=1.0,
             adjust=False,

@@ -49,7 +49,7 @@ import orjson
 from exporter.simulator.metastudio import DEMO_PROJECT_ID
 from exporter.simulator.quota import STATS_PATH
 from tests.bench._clouds import HUAWEI, Exporter, start_exporter
-from tests.bench._freshness_cloud import RUNNING, Workload, plan_workload
+from tests.bench._freshness_cloud import DURATIONS, RUNNING, Workload, plan_workload
 from tests.bench._harness import (
     BenchError,
     Process,
@@ -496,8 +496,8 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
         "scrape_period_s": plan.scrape_period * k,
         "budget_rps": plan.budget_rps,
         "quota_rps": plan.budget_rps,
-        "median_duration_s": 600.0,
-        "sigma": 0.5,
+        "median_duration_s": DURATIONS.median,
+        "sigma": DURATIONS.sigma,
         "terminal_poll_interval_s": plan.terminal_poll_interval,
         "terminal_retention_s": plan.terminal_retention,
         "modes": {"adaptive": adaptive, "fixed": fixed},
@@ -509,14 +509,14 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
         "first_sightings_in_histogram": FIRST_SIGHTINGS_COUNT,
     }
     for mode in MODES:
-        mode_figures_ = figures["modes"][mode]
-        delay = mode_figures_["delay"]
+        shown = figures["modes"][mode]
+        delay = shown["delay"]
         progress(
-            f"freshness, {mode}: {mode_figures_['requests']:,.0f} requests "
-            f"({mode_figures_['requests_throttled_simulator']:,} throttled); delay p50 "
+            f"freshness, {mode}: {shown['requests']:,.0f} requests "
+            f"({shown['requests_throttled_simulator']:,} throttled); delay p50 "
             f"{delay['p50_s']:.1f} s, p99 {delay['p99_s']:.1f} s simulated over "
             f"{delay['changes']} changes ({delay['missed']} missed); histogram "
-            f"{'agrees' if mode_figures_['histogram']['agrees'] else 'DISAGREES'}"
+            f"{'agrees' if shown['histogram']['agrees'] else 'DISAGREES'}"
         )
     return figures
 

@@ -23,6 +23,11 @@ FOR = {
     "CloudJobAPIThrottled": "10m",
     "CloudJobDiscoveryFailing": "15m",
     "CloudJobQueuePaused": "10m",
+    "CloudJobExporterBudgetExhausted": "15m",
+    # Longer than DETECTION_WINDOW: one burst of late changes (the catch-up after a restart or
+    # an outage, which CloudJobExporterAbsent already reports) leaves the window before this
+    # runs out, so only slowness that lasts fires.
+    "CloudJobDetectionSlow": "20m",
     "CloudJobExporterAbsent": "5m",
 }
 
@@ -32,3 +37,12 @@ STUCK_SECONDS = {"pending": 3600, "running": 6 * 3600}
 STALE_SECONDS = 1800
 # Window for counting auth and throttling failures.
 ERROR_WINDOW = "15m"
+
+# An account whose most overdue job is behind its poll_interval by more than this many intervals
+# has outgrown its API budget.
+OVERDUE_INTERVALS = 2
+# Detection delay (seen time minus the cloud's change time): the quantile, its limit in seconds
+# and the window it is computed over.
+DETECTION_QUANTILE = 0.9
+DETECTION_SLOW_SECONDS = 300
+DETECTION_WINDOW = "15m"

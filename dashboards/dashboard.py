@@ -17,6 +17,7 @@ from grafana_foundation_sdk.builders import (
     bargauge,
     common,
     dashboard,
+    heatmap,
     prometheus,
     stat,
     statetimeline,
@@ -30,6 +31,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.common import (
     BigValueGraphMode,
     GraphThresholdsStyleMode,
+    HeatmapCellLayout,
     VizOrientation,
 )
 from grafana_foundation_sdk.models.dashboard import (
@@ -41,10 +43,22 @@ from grafana_foundation_sdk.models.dashboard import (
     ValueMap,
     ValueMappingResult,
 )
+from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from dashboards.config import STALE_SECONDS, STUCK_SECONDS
-from dashboards.rules import QUEUE, with_queue_name
+from dashboards.config import (
+    DETECTION_QUANTILE,
+    DETECTION_SLOW_SECONDS,
+    OVERDUE_INTERVALS,
+    STALE_SECONDS,
+    STUCK_SECONDS,
+)
+from dashboards.rules import (
+    DETECTION_DELAY_BUCKET,
+    QUEUE,
+    detection_delay_quantile,
+    with_queue_name,
+)
 
 UID = "cloudjob-exporter"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -124,6 +138,11 @@ def fixed_color(color: str) -> DynamicConfigValue:
     return DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})
 
 
+def dashed_line() -> DynamicConfigValue:
+    """For the series a panel compares the others against (a budget, an alert's limit)."""
+    return DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})
+
+
 def colored_cells(options: dict[str, tuple[str, str]]) -> list[DynamicConfigValue]:
     return [
         DynamicConfigValue(id_val="mappings", value=[mapping(options)]),
@@ -150,7 +169,15 @@ def merged(hidden: Sequence[str], columns: dict[str, str]) -> list[DataTransform
     ]
 
 
-P = TypeVar("P", stat.Panel, timeseries.Panel, bargauge.Panel, table.Panel, statetimeline.Panel)
+P = TypeVar(
+    "P",
+    stat.Panel,
+    timeseries.Panel,
+    bargauge.Panel,
+    table.Panel,
+    statetimeline.Panel,
+    heatmap.Panel,
+)
 
 
 def panel(
@@ -725,6 +752,102 @@ def exporter_health() -> list[Builder[model.Panel]]:
     ]
 
 
+def per_account(expr: str, how: str = "max") -> str:
+    """Sharded replicas report per-account series each: `how` folds them into one per account."""
+    return f"{how} by (account) ({expr})"
+
+
+def polling_budget() -> list[Builder[model.Panel]]:
+    budget = sel("cloudjob_api_budget_rps")
+    utilization = sel("cloudjob_api_budget_utilization_ratio")
+    delay_quantiles = [
+        target(
+            detection_delay_quantile(q, "$__rate_interval", "account", sel(DETECTION_DELAY_BUCKET)),
+            f"p{q * 100:g} {{{{account}}}}",
+        )
+        for q in (0.5, DETECTION_QUANTILE, 0.99)
+    ]
+    return [
+        panel(
+            a_timeseries(),
+            "API budget vs spent",
+            "Requests/s each account may spend on its cloud API (api_budget_rps, dashed) and what "
+            "it spent over the last minute, replicas added up. Spending at the budget means the "
+            "poll plan is full and intervals are being stretched.",
+            "reqps",
+            [
+                target(per_account(budget, "sum"), "budget {{account}}"),
+                # Both series come from one replica's scrape, so they match on all labels.
+                target(per_account(f"{utilization} * {budget}", "sum"), "spent {{account}}"),
+            ],
+            size=(12, 8),
+        ).override_by_regexp("^budget ", [dashed_line()]),
+        panel(
+            a_timeseries(),
+            "API budget utilization",
+            "Requests/s spent over the last minute as a share of the budget, for the busiest "
+            "replica of each account. Accounts without a budget have no line.",
+            "percentunit",
+            [target(per_account(utilization), "{{account}}")],
+            size=(12, 8),
+            steps=((None, "green"), (1, "orange")),
+        ).min(0),
+        panel(
+            a_timeseries(),
+            "Poll lag vs interval",
+            "How far the most overdue unfinished job of each account is behind the poll_interval "
+            f"it asked for, and {OVERDUE_INTERVALS} times that interval (dashed): "
+            "CloudJobExporterBudgetExhausted fires when the lag stays above it for 15 minutes.",
+            "s",
+            [
+                target(per_account(sel("cloudjob_poll_overdue_seconds")), "lag {{account}}"),
+                target(
+                    f"{OVERDUE_INTERVALS} * " + per_account(sel("cloudjob_poll_interval_seconds")),
+                    "alert above {{account}}",
+                ),
+            ],
+            size=(12, 8),
+        ).override_by_regexp("^alert above ", [dashed_line()]),
+        panel(
+            a_timeseries(),
+            "State change detection delay",
+            "How long after the cloud changed a job's state the exporter saw it, p50/p90/p99 per "
+            "account; no line while nothing changed. CloudJobDetectionSlow fires when p90 stays "
+            f"above {DETECTION_SLOW_SECONDS // 60} minutes (dashed).",
+            "s",
+            delay_quantiles,
+            size=(12, 8),
+            steps=((None, "green"), (DETECTION_SLOW_SECONDS, "red")),
+        ),
+        panel(
+            heatmap.Panel()
+            .calculate(False)
+            .rows_frame(heatmap.RowsHeatmapOptions().layout(HeatmapCellLayout.LE))
+            .y_axis(heatmap.YAxisConfig().unit("s"))
+            .color(
+                heatmap.HeatmapColorOptions()
+                .mode(HeatmapColorMode.SCHEME)
+                .scheme("Oranges")
+                .fill("dark-orange")
+                .scale(HeatmapColorScale.EXPONENTIAL)
+                .exponent(0.5)
+                .steps(64)
+            ),
+            "Detection delay distribution",
+            "State changes seen per detection-delay bucket over time, for the selected accounts: "
+            "the shape behind the quantiles, such as a second hump at the poll interval.",
+            "short",
+            [
+                target(
+                    f"sum by (le) (increase({sel(DETECTION_DELAY_BUCKET)}[$__rate_interval]))",
+                    "{{le}}",
+                ).format(PromQueryFormat.HEATMAP)
+            ],
+            size=(24, 8),
+        ),
+    ]
+
+
 ROWS = {
     "Overview": overview,
     "Jobs": jobs,
@@ -733,6 +856,7 @@ ROWS = {
     "Assessment quality": assessments,
     "Job latency": latency,
     "Exporter health": exporter_health,
+    "Polling budget": polling_budget,
 }
 
 

@@ -135,6 +135,67 @@ def _queue_paused() -> dict[str, Any]:
     )
 
 
+DETECTION_DELAY_BUCKET = "cloudjob_state_change_detection_delay_seconds_bucket"
+
+
+def detection_delay_quantile(
+    quantile: float,
+    window: str,
+    by: str = "account, provider",
+    bucket: str = DETECTION_DELAY_BUCKET,
+) -> str:
+    """The `quantile` of the detection delay per `by` over `window`.
+
+    Buckets are summed before the quantile, so sharded replicas that each observe part of an
+    account's changes count as one account. A window without changes gives NaN.
+    """
+    return f"histogram_quantile({quantile:g}, sum by ({by}, le) (rate({bucket}[{window}])))"
+
+
+def _budget_exhausted() -> dict[str, Any]:
+    """An account whose jobs are polled far less often than they ask: its API budget is spent.
+
+    Each replica is compared with its own poll interval (both series come from one scrape
+    target, so they match on all their labels), then the replicas of an account collapse into
+    one alert whose value is the most overdue one's lag.
+    """
+    factor = config.OVERDUE_INTERVALS
+    return _alert(
+        "CloudJobExporterBudgetExhausted",
+        "max by (account, provider) (cloudjob_poll_overdue_seconds"
+        f" > {factor} * cloudjob_poll_interval_seconds)",
+        "warning",
+        "Jobs of account {{ $labels.account }} are polled {{ $value | humanizeDuration }} late",
+        "The most overdue job of {{ $labels.account }} ({{ $labels.provider }}) is "
+        "{{ $value | humanizeDuration }} behind the poll_interval it asked for, over "
+        f"{factor} times that interval: the account's API budget cannot poll its jobs as often "
+        "as they ask, so state changes are seen late.",
+    )
+
+
+def _detection_slow() -> dict[str, Any]:
+    """State changes seen long after the cloud made them: what job alerts wait for.
+
+    No separate guard for windows without changes: their quantile is NaN, and NaN compares
+    false, so such an account does not fire.
+    """
+    quantile = config.DETECTION_QUANTILE
+    window = config.DETECTION_WINDOW
+    limit = config.DETECTION_SLOW_SECONDS
+    percentile = f"p{quantile * 100:g}"
+    return _alert(
+        "CloudJobDetectionSlow",
+        f"{detection_delay_quantile(quantile, window)} > {limit}",
+        "warning",
+        f"State changes of account {{{{ $labels.account }}}} are seen late ({percentile} "
+        "{{ $value | humanizeDuration }})",
+        f"Over the last {window}, {round(100 - quantile * 100, 6):g} % of the state changes of "
+        "{{ $labels.account }} ({{ $labels.provider }}) were seen {{ $value | humanizeDuration }} "
+        f"or more after the cloud made them ({percentile} limit {limit // 60}m): alerts on those "
+        "jobs fire that much later.",
+    )
+
+
 def alerting_rules(for_override: str | None = None) -> list[dict[str, Any]]:
     """The alerts; `for_override` shortens every `for:` (the end-to-end test uses it)."""
     rules = [
@@ -200,6 +261,8 @@ def alerting_rules(for_override: str | None = None) -> list[dict[str, Any]]:
             "not found. Known jobs are still polled.",
         ),
         _queue_paused(),
+        _budget_exhausted(),
+        _detection_slow(),
         _alert(
             "CloudJobExporterAbsent",
             "absent(cloudjob_exporter_build_info)",

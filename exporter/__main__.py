@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__
+from exporter.api import MaskingAccessLogger
 from exporter.app import create_app
 from exporter.clouds import cloud_of
 from exporter.config import ConfigError, Settings, check_credentials, load_settings
@@ -246,6 +247,7 @@ def serve(
             shutdown_timeout=3.0,
             loop=loop,
             access_log=logging.getLogger("aiohttp.access"),
+            access_log_class=MaskingAccessLogger,
             print=lambda _: print(  # noqa: T201 - tells the user where to look
                 f"{PROG} {__version__}: serving metrics on {scheme}://{shown}:{port}/metrics",
                 flush=True,

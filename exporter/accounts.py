@@ -114,6 +114,14 @@ class CloudAccount(Strict):
         ]
 
 
+def _budget(budget: float | None, max_rps: float | None, default: float | None) -> float | None:
+    """The request rate an account plans its polls within: `api_budget_rps` (never above a
+    `max_rps`), else `max_rps`, else the cloud's default."""
+    if budget is not None:
+        return budget if max_rps is None else min(budget, max_rps)
+    return max_rps if max_rps is not None else default
+
+
 def _one_source_each(auth: BaseModel, secrets: tuple[str, ...]) -> None:
     """Each secret comes from its `<name>_env` variable or its `<name>_file`, never both: with
     both set, which one wins would be a guess."""
@@ -169,9 +177,7 @@ class HuaweiAccount(CloudAccount):
 
     @property
     def budget_rps(self) -> float | None:
-        if self.api_budget_rps is not None:
-            return self.api_budget_rps
-        return self.max_rps or HUAWEI_DEFAULT_BUDGETS.get(self.region)
+        return _budget(self.api_budget_rps, self.max_rps, HUAWEI_DEFAULT_BUDGETS.get(self.region))
 
     @property
     def base_url(self) -> str:
@@ -282,7 +288,7 @@ class TencentAccount(CloudAccount):
 
     @property
     def budget_rps(self) -> float | None:
-        return self.api_budget_rps if self.api_budget_rps is not None else self.max_rps
+        return _budget(self.api_budget_rps, self.max_rps, None)
 
     @model_validator(mode="after")
     def _batching_needs_an_api_that_allows_it(self) -> TencentAccount:
@@ -297,6 +303,11 @@ class TencentAccount(CloudAccount):
                 "refresh: list needs discover (its queue_id and tag say which jobs to list)"
             )
         return self
+
+    def secret_files(self) -> list[Path]:
+        """The auth's files and the callback token's: a rotated one is read again."""
+        files = super().secret_files()
+        return files if self.callback_token_file is None else [*files, self.callback_token_file]
 
     @property
     def refresh_mode(self) -> Literal["list", "lookup"]:
@@ -414,3 +425,32 @@ def tencent_credentials(
     if tc.token_env is not None or tc.token_file is not None:
         (token,) = read_secrets(where, [("token", tc.token_env, tc.token_file)], environ)
     return TencentCredentials(secret_id=secret_id, secret_key=secret_key, token=token)
+
+
+# A callback token is the only thing between the internet and the callback route: one short
+# enough to guess is refused (`openssl rand -hex 16` gives 32 characters).
+MIN_CALLBACK_TOKEN_LENGTH = 16
+
+
+def tencent_callback_token(
+    account: TencentAccount, where: str, environ: Mapping[str, str]
+) -> SecretStr | None:
+    """The secret path segment of the account's callback route; None when none is configured.
+    ConfigError when it is unreadable or too short to be a secret."""
+    if account.callback_token_env is None and account.callback_token_file is None:
+        return None
+    (token,) = read_secrets(
+        where,
+        [("callback_token", account.callback_token_env, account.callback_token_file)],
+        environ,
+    )
+    if len(token.get_secret_value()) < MIN_CALLBACK_TOKEN_LENGTH:
+        source = "_env" if account.callback_token_env is not None else "_file"
+        raise ConfigError(
+            [
+                f"{where}callback_token{source}: the token has "
+                f"{len(token.get_secret_value())} characters; use at least "
+                f"{MIN_CALLBACK_TOKEN_LENGTH} (e.g. openssl rand -hex 16)"
+            ]
+        )
+    return token

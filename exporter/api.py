@@ -1,21 +1,28 @@
-"""The JSON API: read tracked jobs; register and delete jobs at run time; trigger a reload.
+"""The JSON API: read tracked jobs; register and delete jobs at run time; trigger a reload;
+hint that a job should be polled now, directly or as a Tencent CI job callback.
 
 Writes need `Authorization: Bearer <token>` (config `api.token_env`/`api.token_file`),
 compared in constant time; with no token configured they are refused with 403, since an
-exporter reachable by every pod in a cluster must not let any of them add jobs.
+exporter reachable by every pod in a cluster must not let any of them add jobs. CI cannot send
+that header, so its callbacks carry their account's own secret in the path instead.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
+import secrets
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
 from pydantic import ValidationError
 
 from exporter.config import JobConfig, format_errors
+from exporter.hints import retry_after
 from exporter.lifecycle import (
     Conflict,
     JobLimitReached,
@@ -24,10 +31,14 @@ from exporter.lifecycle import (
     UnknownAccount,
 )
 from exporter.model import Phase
+from exporter.providers.tencent_ci_callback import CallbackError, parse_callback
 from exporter.runtime import RUNTIME, Runtime
 from exporter.store import JobKey, JobState
 
 log = logging.getLogger(__name__)
+# A callback is a few kilobytes; CI jobs with long results stay far below this.
+MAX_CALLBACK_BYTES = 1024 * 1024
+CALLBACK_PREFIX = "/api/v1/callbacks/tencent_ci/"
 
 
 def _runtime(request: web.Request) -> Runtime:
@@ -216,9 +227,150 @@ async def reload_config(request: web.Request) -> web.Response:
     return json_response({"status": "reloaded"})
 
 
+def _provider_name(runtime: Runtime, account: str) -> str | None:
+    """The account's provider; None when no such account is configured."""
+    provider = runtime.providers.get(account)
+    return None if provider is None else provider.provider
+
+
+async def poll_job(request: web.Request) -> web.Response:
+    """Poll a tracked job as soon as the account's budget allows (the caller knows it changed)."""
+    if (refusal := _authorized(request)) is not None:
+        return refusal
+    key = JobKey(request.match_info["account"], request.match_info["job_id"])
+    runtime = _runtime(request)
+    provider = _provider_name(runtime, key.account)
+    if provider is None:
+        return _error(404, f"account {key.account!r} is not configured")
+    if wait := runtime.hints.take(key.account):
+        runtime.store.record_hint(key.account, provider, "api", "rate_limited")
+        return _error(
+            429,
+            f"too many poll hints for {key.account!r}; try again later",
+            **{"Retry-After": retry_after(wait)},
+        )
+    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    if not runtime.poller.hint(key):
+        runtime.store.record_hint(key.account, provider, "api", "unknown_job")
+        return _error(404, f"job {key.job_id!r} of {key.account!r} is not tracked")
+    runtime.store.record_hint(key.account, provider, "api", "scheduled")
+    return json_response({"status": "scheduled"}, status=202)
+
+
+# Compared with a wrong secret when the account has none, so that the answer takes as long.
+_NO_TOKEN = secrets.token_hex(16).encode()
+
+
+async def tencent_ci_callback(request: web.Request) -> web.Response:
+    """A CI job callback: each job it names is looked up (signed) soon; nothing in it is believed.
+
+    Every wrong address (no such account, no callback token, wrong secret) answers the same 404,
+    so the route tells a prober nothing about which accounts exist or take callbacks.
+    """
+    runtime = _runtime(request)
+    account = request.match_info["account"]
+    provider = _provider_name(runtime, account)
+    expected = runtime.callback_tokens.get(account)
+    given = request.match_info["secret"].encode()
+    matches = hmac.compare_digest(
+        given, _NO_TOKEN if expected is None else expected.get_secret_value().encode()
+    )
+    if provider is None or expected is None or not matches:
+        if provider is not None:
+            runtime.store.record_hint(account, provider, "callback", "rejected")
+        return _error(404, "no callback receiver at this address")
+    body = await _read_at_most(request, MAX_CALLBACK_BYTES)
+    if body is None:
+        runtime.store.record_hint(account, provider, "callback", "rejected")
+        return _error(413, f"the callback body exceeds {MAX_CALLBACK_BYTES} bytes")
+    try:
+        callback = parse_callback(body)
+    except CallbackError as exc:
+        runtime.store.record_hint(account, provider, "callback", "rejected")
+        log.debug("callback_rejected", extra={"account": account, "reason": str(exc)})
+        return _error(400, f"not a CI job callback: {exc}")
+    if not callback.names_jobs:
+        return json_response({"status": "ignored"})  # another event, e.g. WorkflowFinish
+    job_ids = callback.job_ids
+    if len(job_ids) > runtime.hints.burst:
+        runtime.store.record_hint(account, provider, "callback", "rejected")
+        return _error(400, f"the callback names {len(job_ids)} jobs; at most {runtime.hints.burst}")
+    if wait := runtime.hints.take(account, len(job_ids)):
+        runtime.store.record_hint(account, provider, "callback", "rate_limited", len(job_ids))
+        return _error(
+            429,
+            f"too many poll hints for {account!r}; try again later",
+            **{"Retry-After": retry_after(wait)},
+        )
+    assert runtime.poller is not None  # noqa: S101 - routes answer only once started
+    scheduled = sum(runtime.poller.hint(JobKey(account, job_id)) for job_id in job_ids)
+    unknown = len(job_ids) - scheduled
+    for outcome, count in (("scheduled", scheduled), ("unknown_job", unknown)):
+        if count:
+            runtime.store.record_hint(account, provider, "callback", outcome, count)
+    log.debug(
+        "callback_received", extra={"account": account, "scheduled": scheduled, "unknown": unknown}
+    )
+    return json_response({"status": "ok", "scheduled": scheduled, "unknown_jobs": unknown})
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed `limit` (never held past it)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_CALLBACK_SECRET = re.compile(re.escape(CALLBACK_PREFIX) + r"([^/?#\s]*)/[^/?#\s\"]*")
+
+
+def mask_callback_secret(text: str) -> str:
+    """`text` with the secret segment of any callback path replaced by `***`."""
+    if CALLBACK_PREFIX not in text:
+        return text
+    return _CALLBACK_SECRET.sub(lambda m: f"{CALLBACK_PREFIX}{m.group(1)}/***", text)
+
+
+class MaskingAccessLogger(AccessLogger):
+    """aiohttp's access log, but a callback's secret path segment never reaches it: masked in
+    every field (a Referer may hold the URL too), and a request the callback route took, however
+    its path was encoded, logs the route's own spelling of it."""
+
+    def _format_line(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> Iterable[tuple[str | tuple[str, str], str]]:
+        routed = isinstance(request, web.Request) and "secret" in request.match_info
+        return [
+            (
+                key,
+                _callback_request_line(request)
+                if routed and key == "first_request_line"
+                else mask_callback_secret(value)
+                if isinstance(value, str)
+                else value,
+            )
+            for key, value in super()._format_line(request, response, time)
+        ]
+
+
+def _callback_request_line(request: web.BaseRequest) -> str:
+    assert isinstance(request, web.Request)  # noqa: S101 - checked by the caller
+    version = f"HTTP/{request.version.major}.{request.version.minor}"
+    return f"{request.method} {CALLBACK_PREFIX}{request.match_info['account']}/*** {version}"
+
+
 def add_api_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/v1/jobs", list_jobs)
     router.add_post("/api/v1/jobs", register_job)
     router.add_get("/api/v1/jobs/{account}/{job_id}", get_job)
     router.add_delete("/api/v1/jobs/{account}/{job_id}", delete_job)
+    router.add_post("/api/v1/jobs/{account}/{job_id}/poll", poll_job)
+    router.add_post(CALLBACK_PREFIX + "{account}/{secret}", tencent_ci_callback)
     router.add_post("/-/reload", reload_config)

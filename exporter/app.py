@@ -70,10 +70,6 @@ def create_app(
     store.record_reload(ok=True, at=wall())
     registry = CollectorRegistry(auto_describe=True)
     shard = shard or Shard()
-    registry.register(
-        SummaryCollector(store.view, wall, shard=(shard.index, shard.total), tasks=_loop_tasks)
-    )
-    ProcessCollector(registry=registry)
     runtime = Runtime(
         settings,
         store,
@@ -83,6 +79,16 @@ def create_app(
         loader=loader,
         config_path=config_path,
     )
+    registry.register(
+        SummaryCollector(
+            store.view,
+            wall,
+            shard=(shard.index, shard.total),
+            tasks=_loop_tasks,
+            polling=runtime.polling_status,
+        )
+    )
+    ProcessCollector(registry=registry)
     app[STORE] = store
     app[REGISTRY] = registry
     app[SCRAPES] = Scrapes(JobExposition(), asyncio.Lock(), wall)

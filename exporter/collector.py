@@ -8,7 +8,7 @@ scrape by construction. Values are as of the job's last poll (see
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 from operator import itemgetter
 
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.budget import PollingStatus
 from exporter.model import Phase
 from exporter.store import Histogram, StoreView
 
@@ -38,11 +39,13 @@ class SummaryCollector(Collector):
         *,
         shard: tuple[int, int] = (0, 1),
         tasks: Callable[[], int | None] = lambda: None,
+        polling: Callable[[], Mapping[tuple[str, str], PollingStatus]] = dict,
     ) -> None:
         self._view = view
         self._wall = wall
         self._shard = shard
         self._tasks = tasks
+        self._polling = polling
         self._started = wall()
 
     def collect(self) -> Iterator[Metric]:
@@ -51,6 +54,7 @@ class SummaryCollector(Collector):
     def _summary(self, view: StoreView) -> Iterator[Metric]:
         yield from summary_families(view)
         yield from exporter_families(view, self._started, self._shard, self._tasks())
+        yield from polling_families(self._polling(), view)
 
 
 def summary_families(view: StoreView) -> Iterator[Metric]:
@@ -193,6 +197,62 @@ def exporter_families(
         "timeout, parse, not_found, error).",
         ("account", "provider", "reason"),
         view.poll_errors.items(),
+    )
+    yield _hint_family(view)
+
+
+def _hint_family(view: StoreView) -> CounterMetricFamily:
+    return _counter(
+        "cloudjob_poll_hints",
+        "Poll-now hints by source (api; callback: a Tencent CI job callback) and outcome "
+        "(scheduled, unknown_job, rate_limited: refused with 429, rejected: a callback with a "
+        "wrong secret or a bad body). One per job a hint names; a rejected callback counts once.",
+        ("account", "provider", "source", "outcome"),
+        view.poll_hints.items(),
+    )
+
+
+def polling_families(
+    polling: Mapping[tuple[str, str], PollingStatus], view: StoreView
+) -> Iterator[Metric]:
+    """How each account's polling keeps up: its request budget, what it spends, how late its
+    polls are and how late it sees changes."""
+    labels = ("account", "provider")
+    budget = GaugeMetricFamily(
+        "cloudjob_api_budget_rps",
+        "The requests per second the account may spend (api_budget_rps, lowered for a while "
+        "after the cloud throttled a request); no series without a budget.",
+        labels=labels,
+    )
+    spent = GaugeMetricFamily(
+        "cloudjob_api_budget_utilization_ratio",
+        "Requests per second spent over the last minute divided by the budget.",
+        labels=labels,
+    )
+    overdue = GaugeMetricFamily(
+        "cloudjob_poll_overdue_seconds",
+        "How long the account's most overdue unfinished job has waited past the interval it "
+        "asks for (its own, not the one a budget stretched it to); 0 when all are on time.",
+        labels=labels,
+    )
+    interval = GaugeMetricFamily(
+        "cloudjob_poll_interval_seconds",
+        "The poll interval the account's unfinished jobs ask for (poll_interval).",
+        labels=labels,
+    )
+    for account_provider, status in sorted(polling.items()):
+        if status.budget_rps is not None:
+            budget.add_metric(account_provider, status.budget_rps)
+            spent.add_metric(account_provider, status.spent_rps / status.budget_rps)
+        overdue.add_metric(account_provider, status.overdue_seconds)
+        interval.add_metric(account_provider, status.poll_interval)
+    yield from (budget, spent, overdue, interval)
+    yield _histogram(
+        "cloudjob_state_change_detection_delay_seconds",
+        "When the exporter saw a job's new state minus when the cloud says it changed (Huawei "
+        "lastupdate_time, Tencent StartTime/EndTime), for changes whose time the cloud gives.",
+        labels,
+        view.detection_delays.items(),
     )
 
 

@@ -31,7 +31,13 @@ from pydantic_settings import (
 )
 
 # Defined below the cloud registry; re-exported here, where every importer looks for them.
-from exporter.accounts import CloudAccount, check_label_names, read_secrets
+from exporter.accounts import (
+    CloudAccount,
+    TencentAccount,
+    check_label_names,
+    read_secrets,
+    tencent_callback_token,
+)
 from exporter.accounts import ConfigError as ConfigError
 from exporter.accounts import Discovery as Discovery
 from exporter.accounts import Duration as Duration
@@ -378,6 +384,28 @@ def resolve_api_token(
     return token
 
 
+def resolve_callback_tokens(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, SecretStr]:
+    """The callback route's secret per account that has one; ConfigError if one is unreadable."""
+    env = os.environ if environ is None else environ
+    tokens: dict[str, SecretStr] = {}
+    problems: list[str] = []
+    for name, account in settings.accounts.items():
+        if not isinstance(account, TencentAccount):
+            continue
+        try:
+            token = tencent_callback_token(account, f"accounts.{name}.", env)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if token is not None:
+            tokens[name] = token
+    if problems:
+        raise ConfigError(problems)
+    return tokens
+
+
 def watched_files(settings: Settings) -> list[Path]:
     """Credential files whose change should reload the config (a rotated Kubernetes Secret)."""
     paths: list[Path] = []
@@ -395,8 +423,9 @@ def check_credentials(settings: Settings, environ: Mapping[str, str] | None = No
             resolve_credentials(name, account, environ)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    try:
-        resolve_api_token(settings, environ)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
+    for resolve in (resolve_api_token, resolve_callback_tokens):
+        try:
+            resolve(settings, environ)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     return problems

@@ -38,7 +38,7 @@ async def paced(
     except ProviderError as error:
         store.on_exchange(account, provider, error.status, monotonic() - started)
         if isinstance(error, ThrottledError):
-            limiter.pause_until(monotonic() + (error.retry_after or THROTTLE_PAUSE))
+            limiter.throttled(monotonic() + (error.retry_after or THROTTLE_PAUSE))
         raise
     store.on_exchange(account, provider, Exchange.OK, monotonic() - started)
     return result

@@ -1,8 +1,10 @@
-"""Background polling: each job on its own schedule, bounded concurrency, per-account pacing.
+"""Background polling: each job on its own schedule, bounded concurrency, per-account budgets.
 
 Polling happens here, never in a scrape: cloud calls cost money and are rate limited, and an HA
 pair of Prometheus servers would double them. The poller only schedules and polls: which jobs
-exist, and when one is forgotten, is the life cycle's to say (lifecycle.py).
+exist, and when one is forgotten, is the life cycle's to say (lifecycle.py). An account with a
+request budget polls its due jobs in the order budget.py gives them, one request as each of the
+budget's tokens comes.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from itertools import chain
+from typing import Any
 
+from exporter.budget import DurationHistory, PollingStatus, urgency
 from exporter.config import Settings
 from exporter.lifecycle import Lifecycle
 from exporter.model import (
@@ -42,6 +48,24 @@ FIRST_POLL_SPREAD = 2.0
 # A schedule entry: when the job is due, and its sequence number (an entry is stale once the job
 # is rescheduled or no longer tracked). A tuple, since heapq compares them in C.
 _Due = tuple[float, int, JobKey]
+# A budgeted account's due jobs, ranked: (-urgency, sequence number, job), stale like _Due.
+_Ranked = tuple[float, int, JobKey]
+
+
+class _Waiting:
+    """A budgeted account's jobs that are due but not yet polled, with their ranking.
+
+    Urgencies grow as jobs wait, so the ranking is rebuilt every `replan` seconds; a job due in
+    between joins it at its urgency of that moment.
+    """
+
+    __slots__ = ("due", "ranked", "ranked_at")
+
+    def __init__(self) -> None:
+        # job -> (when it was due at the interval it asks for, its sequence number)
+        self.due: dict[JobKey, tuple[float, int]] = {}
+        self.ranked: list[_Ranked] = []
+        self.ranked_at = -math.inf
 
 
 class Poller:
@@ -77,6 +101,9 @@ class Poller:
         # the heap, not as thousands of tasks queued on the semaphore.
         self._started: dict[str, int] = {}
         self._unknown_states_logged: set[tuple[str, str]] = set()
+        self._waiting: dict[str, _Waiting] = {}
+        # (account, job type) -> its recent completed run times, for budgeted accounts' order.
+        self._histories: dict[tuple[str, str], DurationHistory] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._update_limiters()
         # Per account, which jobs a bulk refresh keeps fresh (refresh.py): their own polls are
@@ -88,11 +115,14 @@ class Poller:
 
     def _update_limiters(self) -> None:
         for name in self._providers:
-            rate = getattr(self._settings.accounts.get(name), "max_rps", None)
+            rate = _budget(self._settings.accounts.get(name))
             if name not in self._limiters or self._limiters[name].rate != rate:
                 self._limiters[name] = RateLimiter(
                     rate, monotonic=self._monotonic, sleep=self._sleep
                 )
+            if rate is None and (waiting := self._waiting.pop(name, None)) is not None:
+                for key in waiting.due:  # no budget any more: due jobs go back to the schedule
+                    self._schedule(key, 0.0)
 
     def limiter(self, account: str) -> RateLimiter:
         return self._limiters[account]
@@ -104,6 +134,11 @@ class Poller:
         self._providers = dict(providers)
         self._update_limiters()
         self._look_up = {key for key in self._look_up if key.account in self._providers}
+        for account in [account for account in self._waiting if account not in self._providers]:
+            del self._waiting[account]
+        self._histories = {
+            key: history for key, history in self._histories.items() if key[0] in self._providers
+        }
 
     def cover(self, account: str, covers: Callable[[JobState], bool]) -> None:
         """Skip the polls of the account's jobs that `covers` says another source refreshes."""
@@ -120,6 +155,40 @@ class Poller:
             if key not in self._look_up:
                 self._look_up.add(key)
                 self._schedule(key, 0.0)
+
+    def polling_status(self) -> dict[tuple[str, str], PollingStatus]:
+        """Each account's budget, spending and lateness, for the exporter's own metrics."""
+        now = self._monotonic()
+        status = {}
+        for account, provider in self._providers.items():
+            limiter = self._limiters[account]
+            status[(account, provider.provider)] = PollingStatus(
+                budget_rps=limiter.rate_in_force(),
+                spent_rps=limiter.spent_rps(),
+                overdue_seconds=self._overdue(account, now),
+                poll_interval=self._settings.poll_interval,
+            )
+        return status
+
+    def _overdue(self, account: str, now: float) -> float:
+        """How long the account's most overdue unfinished job has been due at the interval it
+        asks for (its own schedule, not the order a budget puts it in). One pass over the
+        account's schedule: a scrape's worth of work, not a poll's."""
+        waiting = self._waiting.get(account)
+        due: chain[tuple[float, int, JobKey]] = chain(
+            self._heaps.get(account, ()),
+            ((at, sequence, key) for key, (at, sequence) in waiting.due.items())
+            if waiting is not None
+            else (),
+        )
+        earliest = now
+        for at, sequence, key in due:
+            if at >= earliest or self._generation.get(key) != sequence:
+                continue
+            state = self._store.get(key)
+            if state is not None and (state.snapshot is None or not state.snapshot.terminal):
+                earliest = at
+        return now - earliest
 
     def hint(self, key: JobKey) -> bool:
         """Poll a tracked job as soon as the account's budget allows (someone says it changed);
@@ -232,10 +301,15 @@ class Poller:
             heap.clear()
             return
         cap = self._settings.max_concurrency
+        if self._limiters[account].rate is not None:
+            waiting = self._wait(account, heap, now)
+            while self._started.get(account, 0) < min(cap, len(waiting.due)):
+                self._start(account, self._work_budgeted(account))
+            return
         while self._started.get(account, 0) < cap and (batch := self._take_due(account, now)):
-            self._start(account, batch)
+            self._start(account, self._work(account, batch))
 
-    def _take_due(self, account: str, now: float) -> list[JobKey]:
+    def _take_due(self, account: str, now: float, size: int | None = None) -> list[JobKey]:
         """The account's next batch of due jobs, `batch_size` ids a request; [] if none is due.
 
         A batch that has room also takes jobs due within `batch_window`: polling them a little
@@ -245,7 +319,7 @@ class Poller:
         heap = self._heaps.get(account)
         if provider is None or heap is None:
             return []
-        size, window = max(1, provider.batch_size), self._batch_window(provider)
+        size, window = size or max(1, provider.batch_size), self._batch_window(provider)
         covers = self._coverage.get(account)
         batch: list[JobKey] = []
         while len(batch) < size and (due := self._next_live(heap)) is not None:
@@ -261,8 +335,79 @@ class Poller:
             batch.append(key)
         return batch
 
-    def _start(self, account: str, keys: list[JobKey]) -> None:
-        task = asyncio.create_task(self._work(account, keys))
+    def _wait(self, account: str, heap: list[_Due], now: float) -> _Waiting:
+        """Move a budgeted account's due jobs from its schedule to its waiting jobs."""
+        waiting = self._waiting.get(account)
+        if waiting is None:
+            waiting = self._waiting[account] = _Waiting()
+        covers = self._coverage.get(account)
+        wall = self._wall()
+        while (due := self._next_live(heap)) is not None and due[0] <= now:
+            heapq.heappop(heap)
+            at, sequence, key = due
+            if covers is not None and key not in self._look_up:
+                state = self._store.get(key)
+                if state is not None and covers(state):
+                    self._schedule(key, self._delay(key, 1.0))
+                    continue
+            before = waiting.due.get(key)
+            waiting.due[key] = (at if before is None else min(before[0], at), sequence)
+            heapq.heappush(waiting.ranked, (-self._urgency(key, wall), sequence, key))
+        return waiting
+
+    def _urgency(self, key: JobKey, wall: float) -> float:
+        state = self._store.get(key)
+        if state is None or key in self._look_up:
+            return urgency(waited=None, interval=1.0, terminal=False, age=None, history=None)
+        snapshot = state.snapshot
+        terminal = snapshot is not None and snapshot.terminal
+        created = snapshot.created_at if snapshot is not None else None
+        return urgency(
+            waited=None if state.last_poll_at is None else max(0.0, wall - state.last_poll_at),
+            interval=self._settings.terminal_poll_interval
+            if terminal
+            else state.poll_interval or self._settings.poll_interval,
+            terminal=terminal,
+            age=None if created is None else wall - created,
+            history=None
+            if snapshot is None
+            else self._histories.get((key.account, snapshot.job_type)),
+        )
+
+    def _take_ranked(self, account: str) -> list[JobKey]:
+        """A budgeted account's next request: its most urgent waiting jobs, `batch_size` ids."""
+        waiting = self._waiting.get(account)
+        provider = self._providers.get(account)
+        if waiting is None or provider is None:
+            return []
+        now, wall = self._monotonic(), self._wall()
+        if now - waiting.ranked_at >= self._replan_period():
+            waiting.ranked = [
+                (-self._urgency(key, wall), sequence, key)
+                for key, (_, sequence) in waiting.due.items()
+            ]
+            heapq.heapify(waiting.ranked)
+            waiting.ranked_at = now
+        batch: list[JobKey] = []
+        size = max(1, provider.batch_size)
+        while len(batch) < size and waiting.ranked:
+            _, sequence, key = heapq.heappop(waiting.ranked)
+            entry = waiting.due.get(key)
+            if entry is None or entry[1] != sequence:
+                continue
+            del waiting.due[key]
+            if self._generation.get(key) == sequence and key in self._store:
+                batch.append(key)
+        if batch and len(batch) < size:
+            # Room left in the request: jobs due soon ride along, as without a budget.
+            batch += self._take_due(account, now + self._batch_window(provider), size - len(batch))
+        return batch
+
+    def _replan_period(self) -> float:
+        return min(1.0, 0.05 * self._settings.poll_interval)
+
+    def _start(self, account: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         self._started[account] = self._started.get(account, 0) + 1
 
@@ -272,6 +417,18 @@ class Poller:
             self._wakeup.set()  # the account may start its next due batch
 
         task.add_done_callback(finished)
+
+    async def _work_budgeted(self, account: str) -> None:
+        """Poll the account's most urgent waiting jobs, one request per budget token: the choice
+        is made when the token comes, so a job that became more urgent meanwhile goes first."""
+        limiter = self._limiters[account]
+        while True:
+            await limiter.acquire()
+            keys = self._take_ranked(account)
+            if not keys:
+                limiter.refund()
+                return
+            await self._run_batch(keys, paced=True)
 
     async def _work(self, account: str, keys: list[JobKey]) -> None:
         """Poll a batch, then the account's next due batch while there is one: under a backlog
@@ -296,10 +453,12 @@ class Poller:
             return self._batch_window(provider)
         return min(FIRST_POLL_SPREAD, self._settings.poll_interval)
 
-    async def _run_batch(self, keys: list[JobKey]) -> None:
+    async def _run_batch(self, keys: list[JobKey], *, paced: bool = False) -> None:
         live = self._lifecycle.expire(keys)
         if live:
-            await self.poll(live)
+            await self.poll(live, paced=paced)
+        elif paced:
+            self._limiters[keys[0].account].refund()
         # One jitter for the whole batch: jobs that shared a request keep sharing one.
         jitter = self._rng.uniform(0.9, 1.1)
         for key in live:
@@ -313,18 +472,20 @@ class Poller:
             delay = max(delay, error.retry_after)
         return delay
 
-    async def poll(self, keys: list[JobKey]) -> None:
+    async def poll(self, keys: list[JobKey], *, paced: bool = False) -> None:
         """Poll jobs of one account in one request, retrying what is worth retrying.
 
-        The account's rate limiter is waited on before a concurrency slot is taken, and backoff
-        sleeps hold no slot: a throttled account must not starve the others of slots.
+        The account's rate limiter is waited on before a concurrency slot is taken (unless the
+        caller holds its token: `paced`), and backoff sleeps hold no slot: a throttled account
+        must not starve the others of slots.
         """
         account = keys[0].account
         provider = self._providers[account]
         limiter = self._limiters[account]
         attempt = 0
         while True:
-            await limiter.acquire()
+            if attempt or not paced:
+                await limiter.acquire()
             async with self._slots:
                 started = self._monotonic()
                 try:
@@ -350,7 +511,7 @@ class Poller:
             error: ProviderError = outcome
             delay = self._backoff(attempt, error)
             if isinstance(error, ThrottledError):
-                limiter.pause_until(self._monotonic() + delay)
+                limiter.throttled(self._monotonic() + delay)
             if (
                 error.retryable
                 and attempt < self._settings.max_retries
@@ -389,6 +550,14 @@ class Poller:
             else:
                 self._log_success(self._store.record_success(key, outcome, at))
 
+    def _learn(self, key: JobKey, snapshot: JobSnapshot) -> None:
+        """A run that ended, for the order of its job type's jobs under a budget."""
+        if snapshot.duration is not None:
+            history = self._histories.get((key.account, snapshot.job_type))
+            if history is None:
+                history = self._histories[(key.account, snapshot.job_type)] = DurationHistory()
+            history.add(snapshot.duration)
+
     def _log_failure(self, transition: Transition | None, error: ProviderError) -> None:
         if transition is None:
             return
@@ -416,6 +585,8 @@ class Poller:
         key = after.key
         snapshot = after.snapshot
         assert snapshot is not None  # noqa: S101 - a success always carries one
+        if after.duration_observed and (before is None or not before.duration_observed):
+            self._learn(key, snapshot)
         context = {"account": key.account, "job_id": key.job_id, "state": snapshot.state}
         if transition.recovered:
             log.info("poll_recovered", extra=context)
@@ -435,6 +606,12 @@ class Poller:
             and transition.before.snapshot.state != snapshot.state
         ):
             log.info("job_state", extra={**context, "phase": snapshot.phase.value})
+
+
+def _budget(account: object) -> float | None:
+    """The account's request budget (its `budget_rps`), None without one."""
+    budget = getattr(account, "budget_rps", None)
+    return budget if isinstance(budget, float | int) else None
 
 
 def _context(keys: list[JobKey]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter.budget import PollingStatus
 from exporter.clouds import cloud_of
 from exporter.config import (
     ConfigError,
@@ -28,9 +29,11 @@ from exporter.config import (
     Overlay,
     Settings,
     resolve_api_token,
+    resolve_callback_tokens,
     watched_files,
 )
 from exporter.discovery import JobLister, discover_once, run_discovery
+from exporter.hints import HintLimiter
 from exporter.lifecycle import Lifecycle
 from exporter.poller import Poller
 from exporter.providers.base import Provider
@@ -80,12 +83,19 @@ class Runtime:
         self.poller: Poller | None = None
         self.lifecycle: Lifecycle | None = None
         self.api_token: SecretStr | None = None
+        # The secret path segment of each account's callback route (api.py).
+        self.callback_tokens: dict[str, SecretStr] = {}
+        self.hints = HintLimiter(time.monotonic)
         self.statefile: StateFile | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._persist_lock = asyncio.Lock()
         self._mtimes: dict[Path, float | None] = {}
 
     # -- building blocks -------------------------------------------------------------------
+
+    def polling_status(self) -> dict[tuple[str, str], PollingStatus]:
+        """Each account's budget and lateness; none before polling starts."""
+        return {} if self.poller is None else self.poller.polling_status()
 
     def _overlaid(self, settings: Settings) -> Settings:
         """Raises ConfigError when the config uses a name the overlay reserves."""
@@ -181,6 +191,7 @@ class Runtime:
         settings = self.settings = self._overlaid(self.settings)
         self.providers = self._providers_for(settings)
         self.api_token = resolve_api_token(settings, self._environ)
+        self.callback_tokens = resolve_callback_tokens(settings, self._environ)
         lifecycle = Lifecycle(
             self.store,
             settings,
@@ -302,6 +313,7 @@ class Runtime:
             settings = self._overlaid(loaded)
             providers = self._providers_for(settings)
             token = resolve_api_token(settings, self._environ)
+            callback_tokens = resolve_callback_tokens(settings, self._environ)
         except ConfigError as exc:
             self.store.record_reload(ok=False, at=self._wall())
             log.error("reload_failed", extra={"reason": reason, "problems": exc.problems})
@@ -322,6 +334,7 @@ class Runtime:
         self.settings = settings
         self.providers = providers
         self.api_token = token
+        self.callback_tokens = callback_tokens
         self._start_account_tasks(settings)
         self._mtimes = self._current_mtimes(settings)
         self.store.record_reload(ok=True, at=self._wall())

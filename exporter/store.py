@@ -31,6 +31,23 @@ JOB_DURATION_BUCKETS = (
     43200.0,
     86400.0,
 )
+# Detection delays: a job polled every few seconds sees changes within seconds; one left at its
+# cap under a tight budget, in tens of minutes.
+DETECTION_BUCKETS = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+)
 
 
 class JobKey(NamedTuple):
@@ -174,6 +191,8 @@ class StoreView:
     poll_errors: Mapping[tuple[str, str, str], int]
     # (account, provider, job_type, phase) -> run times of jobs seen finishing.
     job_durations: Mapping[tuple[str, str, str, str], Histogram]
+    # (account, provider) -> seen time minus the cloud's time of each state change seen.
+    detection_delays: Mapping[tuple[str, str], Histogram]
     discovery: Mapping[tuple[str, str], DiscoveryStatus]
     # (account, provider) -> its last queue read.
     queues: Mapping[tuple[str, str], QueueStatus]
@@ -184,6 +203,8 @@ class StoreView:
     # The last config reload: did it work, and when did one last work.
     reload_ok: bool = True
     reload_success_at: float | None = None
+    # (account, provider, source, outcome) -> poll-now hints (api.py).
+    poll_hints: Mapping[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +250,11 @@ class Store:
         self._parse_errors: dict[tuple[str, str], int] = {}
         self._poll_errors: dict[tuple[str, str, str], int] = {}
         self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
+        self._detection_delays: dict[tuple[str, str], Histogram] = {}
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
         self._queues: dict[tuple[str, str], QueueStatus] = {}
         self._failures: dict[tuple[str, str, str, str], int] = {}
+        self._poll_hints: dict[tuple[str, str, str, str], int] = {}
         self._reload_ok = True
         self._reload_success_at: float | None = None
         # Changes are remembered only for a state file to write; in memory nothing collects them.
@@ -354,9 +377,11 @@ class Store:
             self._api_durations,
             self._poll_errors,
             self._job_durations,
+            self._detection_delays,
             self._discovery,
             self._queues,
             self._failures,
+            self._poll_hints,
         ):
             _drop_account(table, account)
         self._counters_dirty = True
@@ -446,6 +471,14 @@ class Store:
             )
             self._failures[code_key] = self._failures.get(code_key, 0) + 1
             self._counters_dirty = True
+        previous = before.snapshot
+        if (
+            previous is not None
+            and previous.state != snapshot.state
+            and snapshot.updated_at is not None
+            and (previous.updated_at is None or snapshot.updated_at > previous.updated_at)
+        ):
+            self._observe_detection(key.account, before.provider, at - snapshot.updated_at)
         duration_observed = before.duration_observed and snapshot.terminal
         if snapshot.terminal:
             terminal_since = before.terminal_since if before.terminal_since is not None else at
@@ -519,6 +552,15 @@ class Store:
         histogram.observe(seconds)
         self._counters_dirty = True
 
+    def _observe_detection(self, account: str, provider: str, seconds: float) -> None:
+        """A state change seen `seconds` after the cloud's time for it: the cloud's update time
+        moved with the state (a change whose time the cloud does not give, such as Tencent's
+        Pause, is not observed). Clocks apart by a little can make it negative: 0 then."""
+        histogram = self._detection_delays.get((account, provider))
+        if histogram is None:
+            histogram = self._detection_delays[(account, provider)] = Histogram(DETECTION_BUCKETS)
+        histogram.observe(max(0.0, seconds))
+
     def record_reload(self, *, ok: bool, at: float) -> None:
         self._reload_ok = ok
         if ok:
@@ -561,6 +603,14 @@ class Store:
             histogram = self._api_durations[(account, provider)] = Histogram()
         histogram.observe(seconds)
 
+    def record_hint(
+        self, account: str, provider: str, source: str, outcome: str, count: int = 1
+    ) -> None:
+        """Count poll-now hints: `source` api or callback; `outcome` scheduled, unknown_job,
+        rate_limited or rejected."""
+        key = (account, provider, source, outcome)
+        self._poll_hints[key] = self._poll_hints.get(key, 0) + count
+
     def view(self) -> StoreView:
         return StoreView(
             jobs=tuple(self._jobs.values()),
@@ -569,6 +619,7 @@ class Store:
             parse_errors=dict(self._parse_errors),
             poll_errors=dict(self._poll_errors),
             job_durations={key: h.copy() for key, h in self._job_durations.items()},
+            detection_delays={key: h.copy() for key, h in self._detection_delays.items()},
             discovery=dict(self._discovery),
             queues=dict(self._queues),
             failures=dict(self._failures),
@@ -578,6 +629,7 @@ class Store:
             },
             reload_ok=self._reload_ok,
             reload_success_at=self._reload_success_at,
+            poll_hints=dict(self._poll_hints),
         )
 
 

@@ -61,8 +61,39 @@ def test_every_panel_has_a_description_a_unit_and_the_datasource_variable() -> N
 
 def test_the_issue_rows_are_all_there() -> None:
     rows = [p["title"] for p in _model()["panels"] if p["type"] == "row"]
-    for wanted in ("Overview", "Jobs", "Queues", "Failures", "Assessment", "latency", "health"):
+    wanted_rows = (
+        "Overview",
+        "Jobs",
+        "Queues",
+        "Failures",
+        "Assessment",
+        "latency",
+        "health",
+        "budget",
+    )
+    for wanted in wanted_rows:
         assert any(wanted.lower() in row.lower() for row in rows), (wanted, rows)
+
+
+def test_the_polling_budget_row_shows_every_budget_metric() -> None:
+    panels = _model()["panels"]
+    start = next(i for i, p in enumerate(panels) if p["title"] == "Polling budget") + 1
+    end = next((i for i, p in enumerate(panels[start:], start) if p["type"] == "row"), len(panels))
+    row = panels[start:end]
+    exprs = " ".join(t["expr"] for p in row for t in p.get("targets", []))
+    for metric in (
+        "cloudjob_api_budget_rps",
+        "cloudjob_api_budget_utilization_ratio",
+        "cloudjob_poll_overdue_seconds",
+        "cloudjob_poll_interval_seconds",
+        "cloudjob_state_change_detection_delay_seconds_bucket",
+    ):
+        assert metric in exprs, metric
+    for quantile in ("0.5", "0.9", "0.99"):
+        assert f"histogram_quantile({quantile}, " in exprs, quantile
+    heatmaps = [p for p in row if p["type"] == "heatmap"]
+    assert [t["format"] for p in heatmaps for t in p["targets"]] == ["heatmap"]
+    assert all(p["options"]["calculate"] is False for p in heatmaps)
 
 
 def test_every_query_is_promql_that_promtool_accepts(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Real exporter processes, with distinctive secrets for every credential kind, run the scenarios
 that produce the most output: successful polls, rejected credentials, a wrong API token, a bad
-reload, a bad config at start-up, debug logging in text and JSON. Then every log line, every
+reload, a bad config at start-up, CI callbacks (whose secret is in the path the access log
+prints), debug logging in text and JSON. Then every log line, every
 HTTP answer (/, /metrics, /api/v1/jobs, error bodies) and every error message is searched.
 """
 
@@ -29,6 +30,7 @@ SECRETS = {
     "TC_KEY": "tc-key-canary-4e6a1b",
     "TC_TOKEN": "tc-session-token-canary-9f0b",
     "API_TOKEN": "api-token-canary-1d2e3f",
+    "TC_CALLBACK": "tc-callback-token-canary-8a7b6c",
 }
 PROJECT = "0123456789abcdef0123456789abcdef"
 BUCKET = "examplebucket-1250000000"
@@ -90,6 +92,7 @@ accounts:
     region: ap-beijing
     endpoint: "{tc_url}"
     auth: {{secret_id_env: TC_ID, secret_key_env: TC_KEY, token_env: TC_TOKEN}}
+    callback_token_env: TC_CALLBACK
     discover: {{queue_id: p893bcda225bf4945a378da6662e81a89, tag: Translation, interval: 0.5s}}
 jobs:
   - {{account: hw, id: hw-0}}
@@ -119,6 +122,7 @@ async def _scenario(config: Path, log_format: str) -> list[bytes]:
 
         await eventually_async(every_job_polled, within=20, what="the exporter polls every job")
         auth = {"Authorization": f"Bearer {SECRETS['API_TOKEN']}"}
+        callback = f"/api/v1/callbacks/tencent_ci/tc/{SECRETS['TC_CALLBACK']}"
         calls = [
             ("GET", "/", None, None),
             ("GET", "/metrics", None, None),
@@ -127,6 +131,10 @@ async def _scenario(config: Path, log_format: str) -> list[bytes]:
             ("POST", "/api/v1/jobs", {"account": "hw", "id": "x"}, {"Authorization": "Bearer no"}),
             ("POST", "/api/v1/jobs", {"account": "nope", "id": "x"}, auth),
             ("POST", "/api/v1/jobs", {"account": "hw", "id": "hw-1"}, auth),
+            ("POST", callback, {"JobsDetail": {"JobId": "a-ok"}}, None),
+            ("POST", callback, {"JobsDetail": "garbage"}, None),
+            ("POST", f"{callback}/extra", {"JobsDetail": {"JobId": "a-ok"}}, None),
+            ("POST", f"{callback}?q=1", {"JobsDetail": {"JobId": "a-ok"}}, None),
         ]
         for method, path, body, headers in calls:
             _, answer = await asyncio.to_thread(http, method, url + path, body, headers)
@@ -143,6 +151,8 @@ async def _scenario(config: Path, log_format: str) -> list[bytes]:
     assert b"poll_failed" in err  # the noisy paths really ran
     assert b"job_registered" in err
     assert b"reload_failed" in err
+    # The access log (on at debug) logged each callback, masked.
+    assert err.count(b"/api/v1/callbacks/tencent_ci/tc/***") >= 4
     return seen
 
 

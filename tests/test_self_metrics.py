@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from exporter.budget import PollingStatus
 from exporter.collector import SummaryCollector
 from exporter.model import Exchange, NotFoundError, Queue, ResponseParseError
 from exporter.store import JobKey, Store, Tombstone
@@ -40,7 +41,11 @@ def _busy_store() -> Store:
     store.record_success(
         JobKey("hw", "j4"), snapshot("SUCCEED", "j4", created_at=0.0, finished_at=1e5), 1600.0
     )
-    store.record_success(JobKey("hw", "j1"), snapshot("PROCESSING", "j1"), 1600.0)
+    store.record_success(JobKey("hw", "j1"), snapshot("WAITING", "j1", updated_at=1500.0), 1500.0)
+    # Seen 40 s after the cloud's change: a detection delay (the state and its time both moved).
+    store.record_success(
+        JobKey("hw", "j1"), snapshot("PROCESSING", "j1", updated_at=1560.0), 1600.0
+    )
     store.record_failure(JobKey("hw", "j2"), NotFoundError("gone", status="404"), 1600.0)
     store.record_failure(JobKey("hw", "j3"), ResponseParseError("bad", status="200"), 1600.0)
     for status, seconds in (
@@ -68,6 +73,9 @@ def _busy_store() -> Store:
     store.record_queues("tc", TC, None, at=1850.0)  # a failed read keeps the queues read before
     store.bury(JobKey("hw", "old"), Tombstone(HW, "expired", 10.0, 5.0))
     store.record_reload(ok=False, at=1900.0)
+    store.record_hint("tc", TC, "callback", "scheduled", 3)
+    store.record_hint("tc", TC, "callback", "rejected")
+    store.record_hint("hw", HW, "api", "rate_limited")
     return store
 
 
@@ -82,7 +90,17 @@ def _render(collector: SummaryCollector, fmt: str) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["prom", "openmetrics"])
 def test_the_exporters_own_families_match_the_golden_files(fmt: str) -> None:
-    busy = SummaryCollector(_busy_store().view, lambda: NOW, shard=(1, 3), tasks=lambda: 7)
+    polling = {
+        ("hw", HW): PollingStatus(
+            budget_rps=5.0, spent_rps=4.5, overdue_seconds=0.0, poll_interval=30.0
+        ),
+        ("tc", TC): PollingStatus(
+            budget_rps=None, spent_rps=0.0, overdue_seconds=75.5, poll_interval=30.0
+        ),
+    }
+    busy = SummaryCollector(
+        _busy_store().view, lambda: NOW, shard=(1, 3), tasks=lambda: 7, polling=lambda: polling
+    )
     empty = SummaryCollector(Store().view, lambda: NOW)
     for name, collector in ((f"self_metrics.{fmt}", busy), (f"self_metrics_empty.{fmt}", empty)):
         text = _render(collector, fmt)

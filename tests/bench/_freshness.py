@@ -69,7 +69,8 @@ REQUEST_TOLERANCE = 0.05
 # Targets: the adaptive plan's p99 delay at most this share of the fixed interval's, and
 # its p50 no worse.
 P99_SHARE_TARGET = 0.5
-# Whether the exporter's histogram counts a job's first poll (its appearance) as a change.
+# Whether the exporter's histogram counts a job's first poll (its appearance) as a change: it
+# does not, it observes changes from a state it knew.
 FIRST_SIGHTINGS_COUNT = False
 # Milliseconds of `lastupdate_time` rounding, and float noise, in the histogram check.
 _SLACK = 0.002

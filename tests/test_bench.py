@@ -342,7 +342,7 @@ def test_freshness_delays_are_simulated_seconds_and_a_terminal_state_implies_run
 def test_the_fixed_interval_is_solved_to_spend_the_adaptive_modes_requests() -> None:
     load = WindowLoad(arrivals=100, ends=90, terminal_polls=80, running_seconds=400_000.0)
     interval = load.interval_for(2_225.0)
-    assert interval == pytest.approx(400_000.0 / (2_225.0 - 100 - 45 - 80))
+    assert interval == pytest.approx(400_000.0 / (2_225.0 - 50 - 90 - 80))
     assert load.fixed_requests(interval) == pytest.approx(2_225.0)
     assert load.interval_for(200.0) == math.inf  # fewer than the unavoidable polls
 

@@ -49,7 +49,13 @@ import orjson
 from exporter.simulator.metastudio import DEMO_PROJECT_ID
 from exporter.simulator.quota import STATS_PATH
 from tests.bench._clouds import HUAWEI, Exporter, start_exporter
-from tests.bench._freshness_cloud import DURATIONS, RUNNING, Workload, plan_workload
+from tests.bench._freshness_cloud import (
+    DURATIONS,
+    PHASES_PATH,
+    RUNNING,
+    Workload,
+    plan_workload,
+)
 from tests.bench._harness import (
     BenchError,
     Process,
@@ -94,8 +100,10 @@ class FreshnessPlan:
     budget_rps: float = 10.0  # simulated: the account's quota, and (a)'s budget
     poll_interval: float = 30.0  # simulated: what every job asks for
     terminal_poll_interval: float = 600.0  # simulated
-    # Simulated; short of two terminal polls, so a terminal job is polled once, then forgotten.
-    terminal_retention: float = 1000.0
+    # Simulated; shorter than the terminal interval, so that a job is forgotten before a poll
+    # of it as terminal is due in either mode: a fixed interval would otherwise spend a poll on
+    # every ended job that the adaptive plan, which puts terminal jobs last, need not.
+    terminal_retention: float = 500.0
     adjust: bool = True  # solve (b)'s interval again once if its requests are off
 
     @property
@@ -123,6 +131,8 @@ class Run:
     first_seen: dict[str, dict[str, int]] = field(default_factory=dict)
     quota_at_start: dict[str, Any] = field(default_factory=dict)
     quota_at_end: dict[str, Any] = field(default_factory=dict)
+    phases_at_start: dict[str, int] = field(default_factory=dict)
+    phases_at_end: dict[str, int] = field(default_factory=dict)
     registered: int = 0
     registration_errors: list[str] = field(default_factory=list)
 
@@ -237,19 +247,18 @@ class WindowLoad:
     """What the plan says about the window: the polls a fixed interval cannot avoid, and the
     job-seconds it spends polling running jobs (both simulated)."""
 
-    arrivals: int  # each costs a first poll
-    ends: int  # each costs, on average, half a poll interval's share more: the detecting poll
-    terminal_polls: int  # one per terminal job, `terminal_poll_interval` after its end
+    arrivals: int  # each first poll comes half an interval early, on average
+    ends: int  # each costs the poll that finds the job ended
+    terminal_polls: int  # one per ended job its retention lets live to its terminal poll
     running_seconds: float
 
     def fixed_requests(self, interval: float) -> float:
-        return (
-            self.arrivals + 0.5 * self.ends + self.terminal_polls + self.running_seconds / interval
-        )
+        unavoidable = 0.5 * self.arrivals + self.ends + self.terminal_polls
+        return unavoidable + self.running_seconds / interval
 
     def interval_for(self, requests: float) -> float:
         """The fixed interval that spends `requests` over the window (at least 1 s)."""
-        spare = requests - self.arrivals - 0.5 * self.ends - self.terminal_polls
+        spare = requests - self.fixed_requests(math.inf)
         return max(1.0, self.running_seconds / spare) if spare > 0 else math.inf
 
 
@@ -261,7 +270,10 @@ def window_load(workload: Workload, plan: FreshnessPlan) -> WindowLoad:
         running += max(0.0, min(job.ends, end) - max(job.arrival, start))
         arrivals += start <= job.arrival <= end
         ends += start <= job.ends <= end
-        terminal += start <= job.ends + plan.terminal_poll_interval <= end
+        terminal += (
+            plan.terminal_retention > 1.1 * plan.terminal_poll_interval
+            and start <= job.ends + plan.terminal_poll_interval <= end
+        )
     return WindowLoad(arrivals, ends, terminal, running)
 
 
@@ -350,8 +362,8 @@ class _Registrar(threading.Thread):
             connection.close()
 
 
-def _quota(cloud: Process, port: int) -> dict[str, Any]:
-    answer: dict[str, Any] = orjson.loads(get_ok(cloud, port, STATS_PATH, timeout=30).body)
+def _cloud_stats(cloud: Process, port: int, path: str) -> dict[str, Any]:
+    answer: dict[str, Any] = orjson.loads(get_ok(cloud, port, path, timeout=30).body)
     return answer
 
 
@@ -393,9 +405,11 @@ def run_mode(
         tick = time.time()
         while time.time() < stop:
             if not run.quota_at_start and time.time() >= window_start:
-                run.quota_at_start = _quota(cloud, cloud_port)
+                run.quota_at_start = _cloud_stats(cloud, cloud_port, STATS_PATH)
+                run.phases_at_start = _cloud_stats(cloud, cloud_port, PHASES_PATH)
             if not run.quota_at_end and time.time() >= window_end:
-                run.quota_at_end = _quota(cloud, cloud_port)
+                run.quota_at_end = _cloud_stats(cloud, cloud_port, STATS_PATH)
+                run.phases_at_end = _cloud_stats(cloud, cloud_port, PHASES_PATH)
             scrape, body = _scrape(exporter)
             run.observe(scrape, job_states(body))
             tick += plan.scrape_period
@@ -443,6 +457,11 @@ def mode_figures(
         "requests_throttled_simulator": quota_end.get("throttled", 0)
         - quota_start.get("throttled", 0),
         "simulator_answered": quota_end.get("answered", 0) - quota_start.get("answered", 0),
+        # What the polled jobs were doing: requests on running jobs, ended ones, and others.
+        "simulator_requests_by_phase": {
+            phase: count - run.phases_at_start.get(phase, 0)
+            for phase, count in run.phases_at_end.items()
+        },
         "delay": delay_figures(delays, missed),
         "delay_ends": delay_figures(end_delays, end_missed),
         "histogram": histogram_check(
@@ -467,6 +486,7 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
     attempts = []
     while True:
         if not math.isfinite(interval):
+            progress(f"freshness, adaptive: {adaptive}")
             raise BenchError(
                 f"freshness: the adaptive mode spent {adaptive['requests']:.0f} requests, fewer "
                 "than a fixed interval's first and terminal polls alone: no interval matches"
@@ -480,9 +500,13 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
         off = fixed["requests"] / adaptive["requests"] - 1 if adaptive["requests"] else math.inf
         if abs(off) <= REQUEST_TOLERANCE or not plan.adjust or len(attempts) > 1:
             break
-        # The running jobs' share of (b)'s requests scales as 1/interval: solve on it.
-        unavoidable = load.fixed_requests(math.inf)
-        interval *= (fixed["requests"] - unavoidable) / max(1.0, adaptive["requests"] - unavoidable)
+        # Polls of running jobs scale as 1/interval, the others (those finding a job ended,
+        # and the rest) do not: solve on the split the simulator measured.
+        running = fixed["simulator_requests_by_phase"].get("running", 0)
+        others = fixed["requests"] - running
+        if running <= 0 or adaptive["requests"] <= others:
+            break
+        interval *= running / (adaptive["requests"] - others)
     oracle = sum(
         1
         for _, _, at in workload.changes()

@@ -17,8 +17,9 @@ import argparse
 import logging
 import math
 import random
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -31,12 +32,15 @@ from exporter.simulator.metastudio import (
 )
 from exporter.simulator.scripts import ENGINE_ERROR, JOB_TYPE, Lognormal, Script, Step
 
+# Where the bench reads how many polls found their job running and how many found it ended.
+PHASES_PATH = "/_bench/phases"
 RUNNING = "PROCESSING"
 SUCCEEDED = "SUCCEED"
 FAILED = "FAILED"
 # Simulated seconds a job runs: median 10 minutes, most within a factor e^0.5 (1.65) of it.
 DURATIONS = Lognormal(median=600.0, sigma=0.5)
 FAILED_SHARE = 0.1
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NAMESPACE = uuid.UUID("3b7e6a10-5c2d-4f8e-9a1b-7d6c5e4f3a2b")
 
 
@@ -126,6 +130,28 @@ def simulator(workload: Workload) -> MetaStudioSimulator:
     return sim
 
 
+def count_phases(workload: Workload, app: web.Application) -> None:
+    """Count every request by what its job was doing (`running`, `ended`, or `other`: no
+    such job, or not arrived), throttled ones too, served at `PHASES_PATH`: where a mode
+    spends its requests."""
+    counts = {"running": 0, "ended": 0, "other": 0}
+    jobs = {job.job_id: job for job in workload.jobs}
+
+    @web.middleware
+    async def phases(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == PHASES_PATH:
+            return web.json_response(counts)
+        job = jobs.get(request.match_info.get("job_id", ""))
+        now = time.time()
+        if job is None or now < workload.real(job.arrival):
+            counts["other"] += 1
+        else:
+            counts["running" if now < workload.real(job.ends) else "ended"] += 1
+        return await handler(request)
+
+    app.middlewares.insert(0, phases)  # outside the quota: refused requests count too
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench._freshness_cloud")
     parser.add_argument("--host", default="127.0.0.1")
@@ -138,9 +164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quota-rps", type=float, required=True, help="real requests/s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    sim = simulator(plan_workload(args.alive, args.horizon, args.seed, args.start, args.speed))
+    workload = plan_workload(args.alive, args.horizon, args.seed, args.start, args.speed)
+    sim = simulator(workload)
     sim.quota.configure(args.quota_rps)
-    web.run_app(sim.app(), host=args.host, port=args.port, print=None)
+    app = sim.app()
+    count_phases(workload, app)
+    web.run_app(app, host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ _BUCKET = re.compile(
     rb"^cloudjob_state_change_detection_delay_seconds_bucket\{([^}]*)\} (\S+)", re.MULTILINE
 )
 _LE = re.compile(rb'le="([^"]*)"')
+# The exporter's own account of its budget, read at the window's end.
+_GAUGES = (
+    "cloudjob_api_budget_rps",
+    "cloudjob_api_budget_utilization_ratio",
+    "cloudjob_poll_overdue_seconds",
+)
 _TOKEN = "freshness-bench-token"
 
 
@@ -133,6 +139,7 @@ class Run:
     quota_at_end: dict[str, Any] = field(default_factory=dict)
     phases_at_start: dict[str, int] = field(default_factory=dict)
     phases_at_end: dict[str, int] = field(default_factory=dict)
+    gauges_at_end: dict[str, float] = field(default_factory=dict)
     registered: int = 0
     registration_errors: list[str] = field(default_factory=list)
 
@@ -141,6 +148,16 @@ class Run:
         self.scrapes.append(scrape)
         for job_id, state in states.items():
             self.first_seen.setdefault(job_id, {}).setdefault(state, index)
+
+
+def gauges(body: bytes) -> dict[str, float]:
+    """The budget gauges of the (one) account, by family name."""
+    found = {}
+    for name in _GAUGES:
+        match = re.search(rb"^" + name.encode() + rb"(?:\{[^}]*\})? (\S+)$", body, re.MULTILINE)
+        if match is not None:
+            found[name] = float(match.group(1))
+    return found
 
 
 def histogram(body: bytes) -> dict[float, float]:
@@ -412,6 +429,8 @@ def run_mode(
                 run.phases_at_end = _cloud_stats(cloud, cloud_port, PHASES_PATH)
             scrape, body = _scrape(exporter)
             run.observe(scrape, job_states(body))
+            if run.quota_at_end and not run.gauges_at_end:
+                run.gauges_at_end = gauges(body)
             tick += plan.scrape_period
             time.sleep(max(0.0, tick - time.time()))
         cloud.check_running()
@@ -470,6 +489,7 @@ def mode_figures(
         "scrapes": len(run.scrapes),
         "scrape_gap_max_s": max(gaps, default=float("nan")),
         "registered": run.registered,
+        "exporter_gauges_at_window_end": run.gauges_at_end,
     }
 
 
@@ -483,14 +503,18 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
     adaptive |= cpu | {"poll_interval_s": plan.poll_interval}
     load = window_load(workload, plan)
     interval = load.interval_for(adaptive["requests"])
+    matchable = math.isfinite(interval)
+    if not matchable:
+        # Fewer requests than a fixed interval's first polls and ending polls alone: no
+        # interval spends as little. Match the polls of running jobs instead, and say so.
+        running = adaptive["simulator_requests_by_phase"].get("running", 0)
+        interval = load.running_seconds / max(1, running)
+        progress(
+            f"freshness: the adaptive mode spent {adaptive['requests']:,.0f} requests, fewer "
+            "than any fixed interval can; the fixed mode matches its polls of running jobs"
+        )
     attempts = []
     while True:
-        if not math.isfinite(interval):
-            progress(f"freshness, adaptive: {adaptive}")
-            raise BenchError(
-                f"freshness: the adaptive mode spent {adaptive['requests']:.0f} requests, fewer "
-                "than a fixed interval's first and terminal polls alone: no interval matches"
-            )
         run, workload, cpu = run_mode(
             processes, workdir, plan, "fixed", interval, f"fixed {interval:.0f}s"
         )
@@ -498,7 +522,7 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
         fixed |= cpu | {"poll_interval_s": interval}
         attempts.append({"poll_interval_s": interval, "requests": fixed["requests"]})
         off = fixed["requests"] / adaptive["requests"] - 1 if adaptive["requests"] else math.inf
-        if abs(off) <= REQUEST_TOLERANCE or not plan.adjust or len(attempts) > 1:
+        if abs(off) <= REQUEST_TOLERANCE or not plan.adjust or len(attempts) > 1 or not matchable:
             break
         # Polls of running jobs scale as 1/interval, the others (those finding a job ended,
         # and the rest) do not: solve on the split the simulator measured.
@@ -527,6 +551,7 @@ def measure(processes: Processes, workdir: Path, plan: FreshnessPlan) -> dict[st
         "terminal_retention_s": plan.terminal_retention,
         "modes": {"adaptive": adaptive, "fixed": fixed},
         "fixed_attempts": attempts,
+        "fixed_matches_requests": matchable,
         "fixed_over_adaptive_requests": fixed["requests"] / adaptive["requests"]
         if adaptive["requests"]
         else float("nan"),

@@ -625,7 +625,21 @@ def _freshness_table(figures: dict[str, Any]) -> list[str]:
     notes = [
         f"  fixed/adaptive requests {figures['fixed_over_adaptive_requests']:.3f} "
         f"(fixed intervals tried: {attempts})"
+        + (
+            ""
+            if figures["fixed_matches_requests"]
+            else "; no fixed interval spends as little as (a): (b) matches its polls of "
+            "running jobs instead"
+        )
     ]
+    for mode, mode_figures in figures["modes"].items():
+        phases = mode_figures["simulator_requests_by_phase"]
+        gauges = mode_figures["exporter_gauges_at_window_end"]
+        notes.append(
+            f"  {mode}: requests on running jobs {phases.get('running', 0):,}, on ended jobs "
+            f"{phases.get('ended', 0):,}; the exporter's budget gauges at the window's end: "
+            + (", ".join(f"{name} {value:g}" for name, value in gauges.items()) or "none")
+        )
     return out + _table(headers, rows) + notes
 
 

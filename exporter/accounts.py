@@ -116,7 +116,9 @@ class CloudAccount(Strict):
 
 def _budget(budget: float | None, max_rps: float | None, default: float | None) -> float | None:
     """The request rate an account plans its polls within: `api_budget_rps` (never above a
-    `max_rps`), else `max_rps`, else the cloud's default."""
+    `max_rps`; 0 for none), else `max_rps`, else the cloud's default."""
+    if budget == 0:
+        return max_rps
     if budget is not None:
         return budget if max_rps is None else min(budget, max_rps)
     return max_rps if max_rps is not None else default
@@ -171,8 +173,8 @@ class HuaweiAccount(CloudAccount):
     app_user_id: str | None = Field(default=None, pattern=r"^[\x21-\x7e]+$")
     max_rps: float | None = Field(default=None, gt=0)
     # The share of the tenant's request quota the exporter may spend, requests/s (poller.py
-    # plans its polls within it). Default: max_rps, else HUAWEI_DEFAULT_BUDGETS for the region.
-    api_budget_rps: float | None = Field(default=None, gt=0)
+    # plans its polls within it; 0: no budget). Default: max_rps, else HUAWEI_DEFAULT_BUDGETS.
+    api_budget_rps: float | None = Field(default=None, ge=0)
     auth: HuaweiAuth = HuaweiAuth()
 
     @property
@@ -272,7 +274,7 @@ class TencentAccount(CloudAccount):
     max_rps: float | None = Field(default=None, gt=0)
     # As for Huawei; CI documents no per-API limit to default to, only 100/s (50/s outside the
     # mainland) for all of its asynchronous processing.
-    api_budget_rps: float | None = Field(default=None, gt=0)
+    api_budget_rps: float | None = Field(default=None, ge=0)
     job_api: Literal["ai_jobs", "media_jobs"] = "ai_jobs"
     batch_size: int = Field(default=1, ge=1, le=10)
     auth: TencentAuth = TencentAuth()

@@ -7,10 +7,10 @@ the due job most worth polling:
 
 1. jobs never polled, and jobs someone asked to poll now (a hint, a bulk refresh's look-up);
 2. jobs past their cap: MAX_STRETCH times the interval they ask for since their last poll;
-3. jobs still running, by the chance that they changed since their last poll: the share of the
-   job type's recent completed runs that ended between the job's age at its last poll and its
-   age now (or, while that history is short, how far the job is towards its cap: a job that
-   has waited half its cap ranks with one that ended with a chance of one half);
+3. jobs still running, by the delay a poll now would end: the chance that they changed since
+   their last poll times how long they have waited. The chance is the share of the job type's
+   recent completed runs that ended between the job's age at its last poll and its age now (or,
+   while that history is short, how far the job is towards its cap);
 4. terminal jobs, which are due at `terminal_poll_interval` only, by how far they are towards
    their cap.
 
@@ -33,7 +33,7 @@ MAX_STRETCH = 20.0
 HISTORY_SIZE = 500
 MIN_HISTORY = 20
 FIRST = math.inf
-TIEBREAK = 0.01
+TIEBREAK = 1e-6
 
 
 class DurationHistory:
@@ -85,13 +85,16 @@ def urgency(
         return 2.0 + towards_cap
     if terminal:
         return towards_cap - 1.0
+    chance = None
     if history is not None and age is not None:
         chance = history.chance_of_end(age - waited, age)
-        if chance is not None:
-            # Jobs with no chance yet (young ones) are ordered by how long they have waited,
-            # but never ahead of a job with some chance: only their cap puts them first.
-            return chance + TIEBREAK * towards_cap
-    return towards_cap
+    if chance is None:
+        chance = towards_cap  # no history to go by: as likely to have changed as it waited
+    # The delay a poll now would end, were the job to have changed: its chance times how long
+    # it has waited (polls by this index minimise the mean detection delay within a budget).
+    # Jobs with no chance yet (young ones) are ordered by how long they have waited, but never
+    # ahead of a job with some chance: only their cap puts them first.
+    return chance * towards_cap + TIEBREAK * towards_cap**2
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,8 @@ async def _huawei_simulator() -> DemoCloud:
         region="demo",
         project_id=DEMO_PROJECT_ID,
         endpoint=url,
+        # A budget its eight jobs fit in, so the demo shows the budget's series.
+        api_budget_rps=5.0,
         auth=HuaweiAuth(ak_env="CLOUDJOB_DEMO_HUAWEI_AK", sk_env="CLOUDJOB_DEMO_HUAWEI_SK"),
     )
     environ = {

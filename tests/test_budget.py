@@ -325,3 +325,30 @@ def test_the_store_times_a_change_from_the_clouds_time_for_it() -> None:
     histogram = store.view().detection_delays[("hw", HW)]
     assert sum(histogram.counts) == 2
     assert histogram.total == 30.0
+
+
+@pytest.mark.parametrize(
+    ("keys", "budget"),
+    [
+        ({"region": "cn-north-4"}, 10.0),  # half the documented 20/s
+        ({"region": "cn-east-3"}, 5.0),
+        ({"region": "xx-test-1"}, None),  # no documented limit: no budget
+        ({"region": "cn-north-4", "max_rps": 3}, 3.0),
+        ({"region": "cn-north-4", "api_budget_rps": 7}, 7.0),
+        ({"region": "cn-north-4", "api_budget_rps": 7, "max_rps": 3}, 3.0),  # a cap stays a cap
+        ({"region": "cn-north-4", "api_budget_rps": 0}, None),  # 0 turns the budget off
+        ({"region": "cn-north-4", "api_budget_rps": 0, "max_rps": 3}, 3.0),
+    ],
+)
+def test_the_budget_in_force_for_a_huawei_account(
+    keys: dict[str, object], budget: float | None
+) -> None:
+    config = Settings(accounts={"hw": {"provider": HW, "project_id": "p", **keys}})  # type: ignore[dict-item]
+    assert config.accounts["hw"].budget_rps == budget  # type: ignore[attr-defined]
+
+
+def test_a_tencent_account_has_a_budget_only_when_given_one() -> None:
+    account = {"provider": "tencent_ci", "bucket": "b-1250000000", "region": "ap-beijing"}
+    assert Settings(accounts={"tc": account}).accounts["tc"].budget_rps is None  # type: ignore[dict-item, attr-defined]
+    with_budget = {**account, "api_budget_rps": 40}
+    assert Settings(accounts={"tc": with_budget}).accounts["tc"].budget_rps == 40.0  # type: ignore[dict-item, attr-defined]

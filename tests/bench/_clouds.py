@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboards.ports import served_at
+from exporter.accounts import HuaweiAccount
 from exporter.simulator.metastudio import (
     DEMO_ACCESS_KEY,
     DEMO_PROJECT_ID,
@@ -108,8 +109,11 @@ def exporter_config(
     poll_interval: str,
     max_concurrency: int,
 ) -> str:
-    """A config for both accounts, rate caps off (no `max_rps`), file watching off (a 50k-job
-    reload in the middle of a measurement would be measured too); SIGHUP still reloads."""
+    """A config for both accounts, rate caps off (no `max_rps`, and no request budget where the
+    exporter knows one: these figures are what a poll costs, not how a budget orders them),
+    file watching off (a 50k-job reload in the middle of a measurement would be measured too);
+    SIGHUP still reloads."""
+    no_budget = "api_budget_rps: 0, " if "api_budget_rps" in HuaweiAccount.model_fields else ""
     lines = [
         f"poll_interval: {poll_interval}",
         f"terminal_poll_interval: {poll_interval}",
@@ -118,7 +122,7 @@ def exporter_config(
         f"max_jobs: {max(50_000, len(huawei_ids) + len(tencent_ids))}",
         "reload_check_interval: 0",
         "accounts:",
-        f"  {HUAWEI}: {{provider: huawei_metastudio, region: cn-north-4, "
+        f"  {HUAWEI}: {{provider: huawei_metastudio, region: cn-north-4, {no_budget}"
         f"project_id: {PROJECT_ID}, endpoint: '{clouds.huawei.url}', "
         "auth: {ak_env: BENCH_HW_AK, sk_env: BENCH_HW_SK}}",
         f"  {TENCENT}: {{provider: tencent_ci, bucket: {DEMO_TENCENT_BUCKET}, region: ap-beijing, "

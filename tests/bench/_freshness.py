@@ -300,11 +300,10 @@ def window_load(workload: Workload, plan: FreshnessPlan) -> WindowLoad:
 def _config(
     url: str, workload: Workload, plan: FreshnessPlan, token_file: Path, mode: str, interval: float
 ) -> str:
-    """Every time setting divided by K, every rate multiplied by it. The fixed mode's account
-    is in a region with no default budget: no budget at all."""
+    """Every time setting divided by K, every rate multiplied by it; the fixed mode's budget
+    is off (0), so its interval alone decides."""
     k = plan.speed
-    budget = f"api_budget_rps: {plan.budget_rps * k:g}, " if mode == "adaptive" else ""
-    region = "cn-north-4" if mode == "adaptive" else "cn-south-1"
+    budget = plan.budget_rps * k if mode == "adaptive" else 0.0
     head = (
         f"poll_interval: {interval / k:.6f}\n"
         f"terminal_poll_interval: {plan.terminal_poll_interval / k:.6f}\n"
@@ -316,7 +315,8 @@ def _config(
         f"metrics: {{state_series: current, exclude: ['{_EXCLUDE}']}}\n"
         f"api: {{token_file: '{token_file}'}}\n"
         "accounts:\n"
-        f"  {HUAWEI}: {{provider: huawei_metastudio, region: {region}, {budget}"
+        f"  {HUAWEI}: {{provider: huawei_metastudio, region: cn-north-4, "
+        f"api_budget_rps: {budget:g}, "
         f"project_id: {DEMO_PROJECT_ID}, endpoint: '{url}', "
         "auth: {ak_env: BENCH_HW_AK, sk_env: BENCH_HW_SK}}\n"
         "jobs:\n"

@@ -14,6 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.bench._freshness import (
+    Run,
+    Scrape,
+    WindowLoad,
+    histogram,
+    histogram_check,
+)
+from tests.bench._freshness import detection_delays as freshness_delays
+from tests.bench._freshness import targets as freshness_targets
+from tests.bench._freshness_cloud import DURATIONS, plan_workload
 from tests.bench._refresh import (
     REQUEST_SHARE_TARGET,
     Sightings,
@@ -116,8 +128,21 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
             assert mode["requests_not_200"] == 0, mode
             assert mode["delay"]["changes"] > 0, mode
         assert positive(refresh["resolution_s"])
-    for heading in ("Polling:", "Scrape:", "Memory:", "Refresh:", "Growth:", "Targets:"):
+    freshness = results["freshness"]
+    assert list(freshness["modes"]) == ["adaptive", "fixed"]
+    for mode in freshness["modes"].values():
+        assert positive(mode["requests"]), mode
+        assert positive(mode["registered"]), mode  # arrivals came through the API
+        assert mode["delay"]["changes"] > 0, mode
+        assert mode["histogram"]["buckets"] or not mode["histogram"]["exported"]
+    assert positive(freshness["oracle_requests"])
+    assert {target["figure"] for target in results["targets"]} >= {
+        "freshness: throttled answers, adaptive",
+        "freshness: adaptive p99 / fixed p99",
+    }
+    for heading in ("Polling:", "Scrape:", "Memory:", "Refresh:", "Freshness:", "Growth:"):
         assert heading in result.stdout
+    assert "Targets:" in result.stdout
 
 
 # -- The refresh stage's arithmetic -----------------------------------------------------------
@@ -228,3 +253,125 @@ def test_the_refresh_target_needs_few_requests_and_no_worse_p99_delay() -> None:
     del lookup_only["modes"]["list"]
     assert target(lookup_only) is None
     assert target({**_refresh_figures(0.01, 1.0, 1.0), "jobs": 10_000}) is None
+
+
+# -- The freshness stage's arithmetic ---------------------------------------------------------
+
+
+def test_the_freshness_workload_keeps_its_jobs_alive_in_a_steady_state() -> None:
+    workload = plan_workload(2000, horizon=3600.0, seed=5, start=1000.0, speed=30.0)
+    assert workload == plan_workload(2000, horizon=3600.0, seed=5, start=1000.0, speed=30.0)
+    assert len(workload.initial) == 2000
+    for moment in (0.0, 900.0, 1800.0, 3599.0):
+        alive = sum(1 for job in workload.jobs if job.arrival <= moment < job.ends)
+        assert 1800 <= alive <= 2200, (moment, alive)
+    # Little's law: arrivals at alive / mean duration.
+    expected = 2000 / DURATIONS.mean * 3600.0
+    assert len(workload.arriving) == pytest.approx(expected, rel=0.05)
+    failed = sum(1 for job in workload.jobs if job.outcome == "FAILED")
+    assert failed / len(workload.jobs) == pytest.approx(0.1, abs=0.02)
+    # Simulated seconds onto the real clock: K times slower.
+    assert workload.real(300.0) == 1010.0
+    changes = list(workload.changes())
+    assert len(changes) == len(workload.jobs) + len(workload.arriving)
+
+
+def _scrape(at: float, buckets: dict[float, float], requests: float = 0.0) -> Scrape:
+    return Scrape(sent=at - 0.05, arrived=at, requests={"200": requests}, histogram=buckets)
+
+
+def _run(scrapes: list[tuple[Scrape, dict[str, str]]]) -> Run:
+    run = Run()
+    for scrape, states in scrapes:
+        run.observe(scrape, states)
+    return run
+
+
+def test_the_histogram_check_brackets_each_change_between_two_scrapes() -> None:
+    # Job j1 ends at 100.0; scrapes at 101, 102, 103; it shows SUCCEED at 103, so its true
+    # delay is between 102 - 0.05 - 100 and 103 - 100: 1.95 to 3 s.
+    changes = [("j1", "PROCESSING", 50.0), ("j1", "SUCCEED", 100.0)]
+    states = [{"j1": "PROCESSING"}, {"j1": "PROCESSING"}, {"j1": "SUCCEED"}]
+    empty = {1.0: 0.0, 2.0: 0.0, 5.0: 0.0, math.inf: 0.0}
+
+    def check(counted_at: dict[float, float]) -> dict[str, Any]:
+        scrapes = [_scrape(101.0, empty), _scrape(102.0, empty), _scrape(103.0, counted_at)]
+        run = _run(list(zip(scrapes, states, strict=True)))
+        return histogram_check(changes, run, 0, 2, first_sightings=False)
+
+    # In the 5 s bucket (and 2 s, possibly): agrees either way.
+    assert check({1.0: 0.0, 2.0: 0.0, 5.0: 1.0, math.inf: 1.0})["agrees"]
+    assert check({1.0: 0.0, 2.0: 1.0, 5.0: 1.0, math.inf: 1.0})["checked_changes"] == 1
+    # Under 1 s is impossible, and not counting it at all is wrong.
+    assert not check({1.0: 1.0, 2.0: 1.0, 5.0: 1.0, math.inf: 1.0})["agrees"]
+    assert not check(empty)["agrees"]
+    # An exporter without the histogram agrees with nothing.
+    missing = check({})
+    assert not missing["agrees"]
+    assert not missing["exported"]
+
+
+def test_a_first_sighting_counts_as_a_change_only_when_asked() -> None:
+    changes = [("j2", "PROCESSING", 100.5)]
+    scrapes = [
+        (_scrape(100.0, {math.inf: 0.0}), {}),
+        (_scrape(101.0, {math.inf: 1.0}), {"j2": "PROCESSING"}),
+    ]
+    run = _run(scrapes)
+    assert histogram_check(changes, run, 0, 1, first_sightings=True)["agrees"]
+    assert not histogram_check(changes, run, 0, 1, first_sightings=False)["agrees"]
+
+
+def test_freshness_delays_are_simulated_seconds_and_a_terminal_state_implies_running() -> None:
+    run = _run(
+        [
+            (_scrape(10.0, {}), {"a": "PROCESSING"}),
+            (_scrape(11.0, {}), {"b": "SUCCEED"}),
+        ]
+    )
+    changes = [("a", "PROCESSING", 9.5), ("b", "PROCESSING", 10.2), ("c", "SUCCEED", 10.5)]
+    delays, missed = freshness_delays(changes, run, start=9.0, end=20.0, speed=30.0)
+    assert delays == pytest.approx([15.0, 24.0])
+    assert missed == 1  # c never showed
+    # Outside the window: not counted at all.
+    assert freshness_delays(changes, run, start=10.0, end=20.0, speed=30.0)[0] == pytest.approx(
+        [24.0]
+    )
+
+
+def test_the_fixed_interval_is_solved_to_spend_the_adaptive_modes_requests() -> None:
+    load = WindowLoad(arrivals=100, ends=90, terminal_polls=80, running_seconds=400_000.0)
+    interval = load.interval_for(2_225.0)
+    assert interval == pytest.approx(400_000.0 / (2_225.0 - 50 - 90 - 80))
+    assert load.fixed_requests(interval) == pytest.approx(2_225.0)
+    assert load.interval_for(200.0) == math.inf  # fewer than the unavoidable polls
+
+
+def test_histogram_reads_cumulative_buckets_of_every_account() -> None:
+    body = (
+        b"# TYPE cloudjob_state_change_detection_delay_seconds histogram\n"
+        b'cloudjob_state_change_detection_delay_seconds_bucket{account="a",le="1.0",'
+        b'provider="p"} 2.0\n'
+        b'cloudjob_state_change_detection_delay_seconds_bucket{account="b",le="1.0"} 3\n'
+        b'cloudjob_state_change_detection_delay_seconds_bucket{account="a",le="+Inf"} 7.0\n'
+        b'cloudjob_state_change_detection_delay_seconds_count{account="a"} 7.0\n'
+    )
+    assert histogram(body) == {1.0: 5.0, math.inf: 7.0}
+
+
+def test_the_freshness_targets_report_each_figure() -> None:
+    def mode(p50: float, p99: float, throttled: int, agrees: bool) -> dict[str, Any]:
+        return {
+            "delay": {"p50_s": p50, "p99_s": p99},
+            "requests_throttled_simulator": throttled,
+            "histogram": {"agrees": agrees, "checked_changes": 10},
+        }
+
+    met = freshness_targets(
+        {"modes": {"adaptive": mode(20, 50, 0, True), "fixed": mode(30, 100, 0, True)}}
+    )
+    assert [target[3] for target in met] == [True] * 5
+    missed = freshness_targets(
+        {"modes": {"adaptive": mode(31, 51, 2, False), "fixed": mode(30, 100, 9, True)}}
+    )
+    assert [target[3] for target in missed] == [False, False, False, False, True]

@@ -11,11 +11,14 @@ from exporter.simulator.metastudio import (
     demo_simulator,
     start_simulator,
 )
+from exporter.simulator.quota import STATS_PATH, Quota, QuotaStats
 from exporter.simulator.scripts import (
     ALL_SCRIPTS,
     AssessProperty,
     AssessResult,
     Failure,
+    Lognormal,
+    LognormalScripts,
     Script,
     Step,
 )
@@ -44,11 +47,16 @@ __all__ = [
     "DEMO_TENCENT_SECRET_KEY",
     "SEED_SAMPLE_BODY",
     "SIMULATOR_KEY",
+    "STATS_PATH",
     "TENCENT_SIMULATOR_KEY",
     "AssessProperty",
     "AssessResult",
     "Failure",
+    "Lognormal",
+    "LognormalScripts",
     "MetaStudioSimulator",
+    "Quota",
+    "QuotaStats",
     "Script",
     "Simulator",
     "Step",

@@ -4,7 +4,8 @@
 Credentials default to the published demo ones; a real-looking secret (Huawei SK or Tencent
 SecretKey) can come from the CLOUDJOB_SIMULATOR_SK environment variable instead of the command
 line, where `ps` would show it. `--queue-cycle` pauses the second Tencent demo queue now and then,
-as `--demo` does.
+as `--demo` does. `--quota-rps` (and `--quota-burst`) throttle the account as the cloud's
+gateway would, HTTP 429 over the quota; `GET /_simulator/stats` counts answers and refusals.
 """
 
 from __future__ import annotations
@@ -70,7 +71,26 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"Tencent: pause queue {DEMO_QUEUE_IDS[1]} for 90 s of every 5 minutes",
     )
+    parser.add_argument(
+        "--quota-rps",
+        type=float,
+        default=None,
+        help="requests per second the account may make (real seconds); over it, HTTP 429 "
+        "(default: no quota)",
+    )
+    parser.add_argument(
+        "--quota-burst",
+        type=float,
+        default=None,
+        help="requests the quota lets through at once (default: one second's worth)",
+    )
     args = parser.parse_args(argv)
+    if args.quota_rps is not None and not args.quota_rps > 0:
+        parser.error("--quota-rps must be positive")
+    if args.quota_burst is not None and args.quota_rps is None:
+        parser.error("--quota-burst needs --quota-rps")
+    if args.quota_burst is not None and not args.quota_burst >= 1:
+        parser.error("--quota-burst must be at least 1")
     if args.queue_cycle and args.cloud != "tencent":
         parser.error("--queue-cycle needs --cloud tencent")
     if args.jobs is None:
@@ -124,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tokens=args.token,
         )
         who = f"project_id={args.project_id} access_key={args.access_key}"
+    simulator.quota.configure(args.quota_rps, args.quota_burst)
     logger.info("simulator_ready %s jobs=%d", who, len(simulator.job_ids()))
     app = _app(simulator, queue_cycle=args.queue_cycle)
     web.run_app(app, host=args.host, port=args.port, print=logger.info)

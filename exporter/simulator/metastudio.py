@@ -20,6 +20,7 @@ from aiohttp import web
 
 from exporter.signing import huawei
 from exporter.simulator.faults import FaultDialect
+from exporter.simulator.quota import install
 from exporter.simulator.scripted import Override, ScriptedSimulator
 from exporter.simulator.scripts import (
     ASSESSED_STATES,
@@ -126,6 +127,11 @@ def _fault_error(request: web.Request, status: int) -> web.Response:
     return _error(status, code, message)
 
 
+def _throttled(request: web.Request) -> web.Response:
+    """The gateway's answer over the tenant's quota (`MetaStudioSimulator.quota`)."""
+    return _fault_error(request, 429)
+
+
 FAULT_DIALECT = FaultDialect(
     content_type="application/json",
     error=_fault_error,
@@ -212,6 +218,7 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""
         app = web.Application()
         app[SIMULATOR_KEY] = self
+        install(app, self.quota, _throttled)
         app.router.add_get(JOB_PATH, self._show_short_job)
         app.router.add_get(JOB_PATH + "/", self._show_short_job)
         # Anything else gets the gateway's JSON 404, not aiohttp's text one.

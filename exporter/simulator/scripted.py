@@ -11,6 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from aiohttp import web
 
 from exporter.simulator.faults import FaultDialect, Faults, respond
+from exporter.simulator.quota import Quota
 from exporter.simulator.scripts import Script
 
 BodyT = TypeVar("BodyT")
@@ -64,6 +65,8 @@ class ScriptedSimulator(Generic[JobT]):
         self._jobs: dict[str, JobT] = {}
         # Injected failures (errors, slowness, broken bodies) by job id or for every request.
         self.faults = Faults()
+        # The account's request quota (off until configured) and its counts of answers.
+        self.quota = Quota(clock)
 
     def _start(self, job_id: str, started: float | None) -> float:
         """When a new job begins its script: `started`, or now. ValueError if it exists."""
@@ -86,6 +89,48 @@ class ScriptedSimulator(Generic[JobT]):
 
     def clear_override(self, job_id: str) -> None:
         self._jobs[job_id].override = None
+
+    def transitions(self, job_id: str, until: float | None = None) -> list[tuple[str, float]]:
+        """Every state the job entered up to `until` (default: now), with the epoch second it
+        entered it: the truth a poller's reports can be checked against (KeyError if unknown).
+
+        The first entry is the job's start in its first step; a looping job enters its first
+        step again at each new pass. A state forced by `set_override` is entered at the moment
+        it was set, and the script's later changes are not listed after it.
+        """
+        job = self._jobs[job_id]
+        end = self._clock() if until is None else until
+        override = job.override
+        forced = None if override is None or override.state is None else override
+        script_end = end if forced is None else min(end, forced.since)
+        changes: list[tuple[str, float]] = []
+        total = job.script.seconds
+        passes = 1
+        if job.loop and math.isfinite(total):
+            passes = max(1, math.floor((script_end - job.started) * self._speed / total) + 1)
+        for number in range(self._first_listed_pass(job), passes):
+            created, offset = job.started + number * total / self._speed, 0.0
+            for step in job.script.steps:
+                # As `_position` computes it, so that times match the answers' to the bit.
+                wall = self._wall_time(job, created + offset / self._speed)
+                if wall > script_end:
+                    break
+                if not changes or changes[-1][0] != step.state:
+                    changes.append((step.state, wall))
+                offset += step.seconds
+        if forced is not None and forced.state is not None and forced.since <= end:
+            changes.append((forced.state, forced.since))
+        return changes
+
+    def _first_listed_pass(self, job: JobT) -> int:
+        """The first pass whose times `transitions` can still tell (a cloud with paused queues
+        keeps only the current pass's)."""
+        return 0
+
+    def _wall_time(self, job: JobT, moment: float) -> float:
+        """The epoch second at which the job's script clock reads `moment` (they differ only
+        where a cloud stops a job's script, as a paused queue does)."""
+        return moment
 
     def _position(self, job: JobT, now: float) -> Position:
         steps = job.script.steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,6 +136,55 @@ def script_of(steps: ScriptLike, name: str = "custom") -> Script:
         steps=tuple(step if isinstance(step, Step) else Step(*step) for step in steps),
         assessment=IN_RANGE,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Lognormal:
+    """Durations whose logarithm is normal: `median` simulated seconds (e^mu) and spread
+    `sigma`. Job run times are skewed this way: most near the median, a long tail of slow ones."""
+
+    median: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (self.median > 0 and math.isfinite(self.median)):
+            raise ValueError(f"median must be a positive number of seconds, got {self.median!r}")
+        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"sigma must be a number >= 0, got {self.sigma!r}")
+
+    @property
+    def mean(self) -> float:
+        return self.median * math.exp(self.sigma**2 / 2)
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.lognormvariate(math.log(self.median), self.sigma)
+
+    def length_biased(self) -> Lognormal:
+        """The durations of the jobs alive at a random moment: a long job is alive for longer,
+        so it is met more often (density proportional to d * f(d)). For a lognormal that is
+        the lognormal with mu + sigma^2; a job's age then is uniform over its duration."""
+        return Lognormal(self.median * math.exp(self.sigma**2), self.sigma)
+
+
+class LognormalScripts:
+    """Scripts of one job type whose steps last lognormally distributed times.
+
+    The generator is seeded with the seed and the job type, so each type draws the same
+    durations for the same seed, whatever other types draw in between.
+    """
+
+    def __init__(self, job_type: str, steps: Sequence[tuple[str, Lognormal]], *, seed: int) -> None:
+        if not steps:
+            raise ValueError(f"job type {job_type!r}: no steps to draw durations for")
+        self.job_type = job_type
+        self._steps = tuple(steps)
+        self._rng = random.Random(f"{seed}/{job_type}")  # noqa: S311 - simulated durations
+
+    def script(self, last: Step, assessment: AssessResult | None = None) -> Script:
+        """The next script: each step for a drawn time, then `last` (its own duration: the
+        final hold, or `math.inf` to stay there)."""
+        drawn = tuple(Step(state, durations.draw(self._rng)) for state, durations in self._steps)
+        return Script(self.job_type, (*drawn, last), assessment)
 
 
 # Assessments. Expected ranges use every notation seen in answers ("[a, b]", "a~b", ">=a",

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 
 from exporter.signing import tencent
 from exporter.simulator.faults import FaultDialect
+from exporter.simulator.quota import install
 from exporter.simulator.scripted import Override, Position, ScriptedSimulator
 from exporter.simulator.scripts import Failure, Script, ScriptLike, script_of
 from exporter.simulator.tencent_queues import (
@@ -247,6 +248,12 @@ SKEW_MESSAGE = "The difference between the request time and the server's time is
 def _fault_error(request: web.Request, status: int) -> web.Response:
     code = _STATUS_CODES.get(status, "InternalError")
     return _error(request, status, code, f"simulated {status}")
+
+
+def _throttled(request: web.Request) -> web.Response:
+    """The answer over the bucket's quota (`TencentCISimulator.quota`). CI documents no code
+    for its request limit: 429 with COS's `<Error>` body and this code is a guess."""
+    return _error(request, 429, "RequestLimitExceeded", "Request rate exceeds the limit.")
 
 
 FAULT_DIALECT = FaultDialect(
@@ -530,6 +537,40 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         """The scalar JobsDetail fields a poll would see now, with any forced state (KeyError)."""
         return self._detail(self._jobs[job_id], self._clock())
 
+    def transitions(self, job_id: str, until: float | None = None) -> list[tuple[str, float]]:
+        """As the base class's, with a paused queue's holds: the job entered `Pause` when a hold
+        began, and its waiting state again when it ended (nothing after a hold not ended yet).
+        Wall times of passes before ended holds are not
+        kept: a looping job that was held lists its current pass only."""
+        changes = super().transitions(job_id, until)
+        job = self._jobs[job_id]
+        hold = job.hold
+        end = self._clock() if until is None else until
+        # Ended holds of the current pass: `Pause` from its start, then the waiting state again.
+        for moment, seconds in job.holds:
+            paused = job.wall_time(moment)
+            waiting = self._state(job, self._position(job, moment), held=False)
+            changes += [
+                change
+                for change in (("Pause", paused), (waiting, paused + seconds))
+                if change[1] <= end
+            ]
+        changes.sort(key=lambda change: change[1])
+        if hold is not None and hold.since <= end:
+            changes = [change for change in changes if change[1] <= hold.since]
+            changes.append(("Pause", hold.since))
+        return changes
+
+    def _first_listed_pass(self, job: _Job) -> int:
+        total = job.script.seconds
+        if not (job.held_before or job.holds) or not math.isfinite(total) or not job.loop:
+            return 0
+        created = self._where(job, self._clock())[0].created
+        return round((created - job.started) * self._speed / total)
+
+    def _wall_time(self, job: _Job, moment: float) -> float:
+        return job.wall_time(moment)
+
     def set_override(
         self, job_id: str, *, state: str | None = None, body: bytes | None = None, status: int = 200
     ) -> None:
@@ -545,6 +586,7 @@ class TencentCISimulator(ScriptedSimulator[_Job]):
         """A fresh aiohttp application serving this simulator's jobs (one per server)."""
         app = web.Application()
         app[TENCENT_SIMULATOR_KEY] = self
+        install(app, self.quota, _throttled)
         for prefix in ("/ai_jobs", "/jobs"):
             app.router.add_get(prefix, self._list)
             app.router.add_get(prefix + "/{ids}", self._describe)

@@ -5,7 +5,9 @@ CI signs no callback, so whoever knows the URL can post one: the body is read on
 result in it is believed. The shape, XML by default or JSON (`CallBackFormat`):
 `<Response><EventName>TaskFinish</EventName><JobsDetail>...</JobsDetail>*</Response>`
 (older pages show no EventName); in JSON `JobsDetail` comes as an object or a list, with or
-without the `Response` wrapper.
+without the `Response` wrapper. Documents: "Job Callback Content" (436/47214, no EventName),
+"Translation job callback" (1045/50307, EventName TaskFinish), "Workflow Callback" (436/48042,
+EventName WorkflowFinish, which names no job of ours).
 """
 
 from __future__ import annotations

@@ -352,3 +352,23 @@ def test_a_tencent_account_has_a_budget_only_when_given_one() -> None:
     assert Settings(accounts={"tc": account}).accounts["tc"].budget_rps is None  # type: ignore[dict-item, attr-defined]
     with_budget = {**account, "api_budget_rps": 40}
     assert Settings(accounts={"tc": with_budget}).accounts["tc"].budget_rps == 40.0  # type: ignore[dict-item, attr-defined]
+
+
+async def test_the_overdue_gauge_finds_the_earliest_due_unfinished_job_in_the_heap() -> None:
+    """The gauge visits only due entries of the schedule (a scrape must not walk every job):
+    it must still find the earliest due unfinished one, past terminal and stale entries."""
+    clock = FakeClock(START)
+    cloud = Cloud(clock)
+    for n in range(300):
+        cloud.add(f"job-{n}", age=1.0)
+    poller, lifecycle, store = _budgeted(clock, cloud, None, poll_interval=30)
+    _track(lifecycle, cloud)
+    keys = [JobKey("hw", f"job-{n}") for n in range(300)]
+    for n, key in enumerate(reversed(keys)):  # due 10 minutes ago and on, the last first
+        poller._schedule(key, -600.0 + 2 * (299 - n))
+    for key in keys[:50]:  # the 50 earliest are terminal,
+        store.record_success(key, snapshot("SUCCEED", key.job_id), clock.now)
+    for key in keys[50:60]:  # the next 10 rescheduled: their early entries are stale
+        poller._schedule(key, 60.0)
+    # So the most overdue unfinished job is job-60, due 600 - 120 s ago.
+    assert poller.polling_status()[("hw", HW)].overdue_seconds == pytest.approx(480.0)

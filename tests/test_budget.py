@@ -32,14 +32,13 @@ def _history(durations: Sequence[float]) -> DurationHistory:
     return history
 
 
-def test_the_chance_of_an_end_is_the_share_of_longer_runs_that_ended_since() -> None:
+def test_the_history_gives_the_run_time_a_share_of_runs_did_not_exceed() -> None:
     history = _history([100.0 + n for n in range(100)])  # 100 .. 199 s
-    assert history.chance_of_end(0.0, 50.0) == 0.0
-    assert history.chance_of_end(0.0, 199.0) == 1.0
-    # Of the 49 runs longer than 150 s, 25 ended by 175 s.
-    assert history.chance_of_end(150.0, 175.0) == pytest.approx(25 / 49)
-    assert history.chance_of_end(199.0, 250.0) is None  # older than every run seen
-    assert _history([100.0] * 19).chance_of_end(0.0, 150.0) is None  # too few runs yet
+    assert history.quantile(0.0) == 100.0
+    assert history.quantile(0.01) == 101.0
+    assert history.quantile(0.5) == 150.0
+    assert history.quantile(1.0) == 199.0
+    assert _history([100.0] * 19).quantile(0.01) is None  # too few runs yet
 
 
 def test_the_history_keeps_the_last_runs_only() -> None:
@@ -54,8 +53,8 @@ def _sorted(history: DurationHistory) -> list[float]:
     return list(history._sorted)
 
 
-def test_due_jobs_rank_never_polled_then_starving_then_likely_to_have_ended_then_terminal() -> None:
-    history = _history([600.0 + n for n in range(100)])
+def test_due_jobs_rank_new_then_starving_then_longest_waiting_then_young_then_terminal() -> None:
+    history = _history([600.0 + n for n in range(100)])  # no run ended before 600 s
     rank = {
         "never polled": urgency(
             waited=None, interval=30.0, terminal=True, age=None, history=history
@@ -63,20 +62,29 @@ def test_due_jobs_rank_never_polled_then_starving_then_likely_to_have_ended_then
         "past its cap": urgency(
             waited=MAX_STRETCH * 30.0 + 1, interval=30.0, terminal=False, age=10.0, history=history
         ),
-        "about to end": urgency(
-            waited=30.0, interval=30.0, terminal=False, age=650.0, history=history
+        "waited 5 minutes": urgency(
+            waited=300.0, interval=30.0, terminal=False, age=1000.0, history=history
         ),
-        "no history": urgency(waited=30.0, interval=30.0, terminal=False, age=10.0, history=None),
-        "young": urgency(waited=300.0, interval=30.0, terminal=False, age=310.0, history=history),
+        # Its wait counts from 600 s of age on, when runs of its type start to end.
+        "waited 8 minutes, 2 of them old enough": urgency(
+            waited=480.0, interval=30.0, terminal=False, age=720.0, history=history
+        ),
+        "no history, waited a minute": urgency(
+            waited=60.0, interval=30.0, terminal=False, age=10.0, history=None
+        ),
+        "young, waited 9 minutes": urgency(
+            waited=540.0, interval=30.0, terminal=False, age=550.0, history=history
+        ),
         "terminal": urgency(waited=6000.0, interval=600.0, terminal=True, age=1e5, history=history),
     }
     assert rank["never polled"] == FIRST
     assert sorted(rank, key=rank.__getitem__, reverse=True) == [
         "never polled",
         "past its cap",
-        "about to end",
-        "no history",
-        "young",
+        "waited 5 minutes",
+        "waited 8 minutes, 2 of them old enough",
+        "no history, waited a minute",
+        "young, waited 9 minutes",
         "terminal",
     ]
     # A terminal job past its own cap comes before every job within its cap.
@@ -84,7 +92,7 @@ def test_due_jobs_rank_never_polled_then_starving_then_likely_to_have_ended_then
         urgency(
             waited=MAX_STRETCH * 600.0 + 1, interval=600.0, terminal=True, age=None, history=None
         )
-        > rank["about to end"]
+        > rank["waited 5 minutes"]
     )
 
 
@@ -220,7 +228,7 @@ async def test_when_the_wanted_polls_fit_the_budget_every_job_is_polled_at_its_i
     assert poller.polling_status()[("hw", HW)].overdue_seconds == 0.0
 
 
-async def test_a_tight_budget_goes_to_the_jobs_likely_to_end_and_young_ones_wait_their_cap() -> (
+async def test_a_tight_budget_goes_to_jobs_old_enough_to_end_and_young_ones_wait_their_cap() -> (
     None
 ):
     clock = FakeClock(START)

@@ -39,7 +39,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,12 +61,11 @@ from tests.bench._harness import (
     Process,
     Processes,
     get_ok,
-    percentile,
     progress,
     start_listening,
     wait_for_port,
 )
-from tests.bench._refresh import job_states, request_counts
+from tests.bench._refresh import delay_figures, job_states, request_counts
 
 SEED = 16
 MODES = ("adaptive", "fixed")
@@ -201,20 +200,6 @@ def detection_delays(
         else:
             delays.append((run.scrapes[index].arrived - at) * speed)
     return delays, missed
-
-
-def delay_figures(delays: Sequence[float], missed: int) -> dict[str, float]:
-    every = [*delays, *([math.inf] * missed)]
-    if not every:
-        nan = float("nan")
-        return {"changes": 0, "missed": 0, "p50_s": nan, "p99_s": nan, "max_s": nan}
-    return {
-        "changes": len(every),
-        "missed": missed,
-        "p50_s": percentile(every, 50),
-        "p99_s": percentile(every, 99),
-        "max_s": max(every),
-    }
 
 
 def histogram_check(

@@ -23,7 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.states import TENCENT_STATES
+from exporter.model import JobSnapshot
+from exporter.states import HUAWEI_STATES, HUAWEI_TABLE, TENCENT_STATES, TENCENT_TABLE
 
 # Labels the exporter sets itself; a job's static labels may not shadow them.
 RESERVED_LABELS = frozenset(
@@ -159,6 +160,123 @@ class HuaweiAuth(Strict):
         return self.token_env is not None or self.token_file is not None
 
 
+class ListDiscovery(Strict):
+    """What discovery and bulk refresh (exporter/discovery.py, refresh.py) read of any cloud's
+    `discover`: each cloud's model adds its list API's filters."""
+
+    lookback: Duration = 86400.0
+    interval: Duration = 300.0
+    page_size: int = Field(default=100, ge=1, le=100)
+    # Static labels for every discovered job, as `jobs[].labels` for listed ones.
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_label_names(labels)
+
+    @property
+    def walks(self) -> tuple[str, ...]:
+        """One list walk per job type; "" walks every type at once."""
+        raise NotImplementedError
+
+    @property
+    def job_kind(self) -> str | None:
+        """The `jobs[].kind` of the jobs it finds; None for a cloud with one kind of job."""
+        return None
+
+    @property
+    def list_states(self) -> tuple[str, ...]:
+        """The states discovery lists (empty: every state)."""
+        raise NotImplementedError
+
+    @property
+    def unfinished_states(self) -> tuple[str, ...]:
+        """The states a refresh round lists: every documented state that does not end a job."""
+        raise NotImplementedError
+
+    def walk_of(self, snapshot: JobSnapshot) -> str | None:
+        """The walk whose pages show this job, states and creation time aside; None if none."""
+        raise NotImplementedError
+
+
+def _known_states(states: list[str], known: Mapping[str, object], extra: tuple[str, ...]) -> None:
+    for state in states:
+        if state not in known and state not in extra:
+            raise ValueError(f"unknown state {state!r} (known: {', '.join([*known, *extra])})")
+
+
+# MetaStudio's training types (huaweicloudsdkmetastudio v1/model/job_type.py).
+TrainingType = Literal["BASIC", "MIDDLE", "ADVANCE", "THIRD_PARTY", "THIRD_PARTY_LJZN", "FLEXUS"]
+# What a Huawei job is, and so which API polls it: ShowShortJob or ShowVoiceTrainingJob.
+HUAWEI_JOB_KINDS = ("short_job", "voice_training")
+
+
+class HuaweiDiscovery(ListDiscovery):
+    """Find voice training jobs through ListVoiceTrainingJob (short jobs have no list API).
+
+    The list's time filters (`create_since`...) take a format no document gives, so the exporter
+    sends none and keeps only jobs created within `lookback` itself: a forgotten job older than
+    that is never added again. Training runs for hours to days, hence the week.
+    """
+
+    kind: Literal["short_job", "voice_training"] = "voice_training"
+    states: list[str] = Field(default_factory=lambda: list(HUAWEI_TABLE.unfinished))
+    job_types: list[TrainingType] = Field(default_factory=list)
+    tag: str | None = Field(default=None, min_length=1)
+    batch_name: str | None = Field(default=None, min_length=1)
+    lookback: Duration = 7 * 86400.0
+
+    @field_validator("kind")
+    @classmethod
+    def _listable(cls, kind: str) -> str:
+        if kind != "voice_training":
+            raise ValueError(
+                "MetaStudio lists voice training jobs only (ListVoiceTrainingJob); short jobs "
+                "have no list API: use kind: voice_training, and list short jobs in jobs"
+            )
+        return kind
+
+    @field_validator("states")
+    @classmethod
+    def _known_states(cls, states: list[str]) -> list[str]:
+        _known_states(states, HUAWEI_STATES, ())
+        return states
+
+    @field_validator("job_types")
+    @classmethod
+    def _each_once(cls, job_types: list[str]) -> list[str]:
+        if len(set(job_types)) != len(job_types):
+            raise ValueError("each job type once")
+        return job_types
+
+    @property
+    def walks(self) -> tuple[str, ...]:
+        return tuple(self.job_types) or ("",)
+
+    @property
+    def job_kind(self) -> str | None:
+        return self.kind
+
+    @property
+    def list_states(self) -> tuple[str, ...]:
+        return tuple(self.states)
+
+    @property
+    def unfinished_states(self) -> tuple[str, ...]:
+        return HUAWEI_TABLE.unfinished
+
+    def walk_of(self, snapshot: JobSnapshot) -> str | None:
+        extra = dict(snapshot.extra)
+        if (self.tag is not None and extra.get("tag") != self.tag) or (
+            self.batch_name is not None and extra.get("batch_name") != self.batch_name
+        ):
+            return None
+        if not self.job_types:
+            return ""
+        return snapshot.job_type if snapshot.job_type in self.job_types else None
+
+
 # Half of MetaStudio's documented per-tenant limits (voice-training Show/List APIs, 20/10/10
 # requests/s; no row for short jobs was found): the other half is left to the application that
 # creates the jobs.
@@ -176,10 +294,22 @@ class HuaweiAccount(CloudAccount):
     # plans its polls within it; 0: no budget). Default: max_rps, else HUAWEI_DEFAULT_BUDGETS.
     api_budget_rps: float | None = Field(default=None, ge=0)
     auth: HuaweiAuth = HuaweiAuth()
+    discover: HuaweiDiscovery | None = None
+    # As for Tencent: `list` refreshes the discovered kind's jobs a list page at a time.
+    refresh: Literal["list", "lookup"] | None = None
 
     @property
     def budget_rps(self) -> float | None:
         return _budget(self.api_budget_rps, self.max_rps, HUAWEI_DEFAULT_BUDGETS.get(self.region))
+
+    @model_validator(mode="after")
+    def _list_refresh_needs_discover(self) -> HuaweiAccount:
+        _check_refresh(self.refresh, self.discover, "its kind and filters")
+        return self
+
+    @property
+    def refresh_mode(self) -> Literal["list", "lookup"]:
+        return _refresh_mode(self.refresh, self.discover)
 
     @property
     def base_url(self) -> str:
@@ -203,7 +333,7 @@ class TencentAuth(Strict):
         return self
 
 
-class Discovery(Strict):
+class Discovery(ListDiscovery):
     """Find jobs through CI's list API instead of listing every id.
 
     `list_api: jobs` (`GET /jobs`) is the default: the CI references for AI and media jobs (docs
@@ -219,25 +349,11 @@ class Discovery(Strict):
     # One list walk per tag (CI lists one tag at a time).
     tags: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     states: list[str] = Field(default_factory=list)
-    lookback: Duration = 86400.0
-    interval: Duration = 300.0
-    page_size: int = Field(default=100, ge=1, le=100)
-    # Static labels for every discovered job, as `jobs[].labels` for listed ones.
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        return check_label_names(labels)
 
     @field_validator("states")
     @classmethod
     def _known_states(cls, states: list[str]) -> list[str]:
-        for state in states:
-            if state not in TENCENT_STATES and state != "All":
-                raise ValueError(
-                    f"unknown state {state!r} (known: {', '.join(TENCENT_STATES)}, All)"
-                )
+        _known_states(states, TENCENT_STATES, ("All",))
         return states
 
     @model_validator(mode="after")
@@ -264,6 +380,23 @@ class Discovery(Strict):
     def tag_list(self) -> tuple[str, ...]:
         """The tags to list, one walk each."""
         return (self.tag,) if self.tag is not None else tuple(self.tags)
+
+    @property
+    def walks(self) -> tuple[str, ...]:
+        return self.tag_list  # a CI tag is the job's type
+
+    @property
+    def list_states(self) -> tuple[str, ...]:
+        return tuple(self.states)
+
+    @property
+    def unfinished_states(self) -> tuple[str, ...]:
+        return TENCENT_TABLE.unfinished
+
+    def walk_of(self, snapshot: JobSnapshot) -> str | None:
+        if snapshot.queue_id != self.queue_id or snapshot.job_type not in self.tag_list:
+            return None
+        return snapshot.job_type
 
 
 class TencentAccount(CloudAccount):
@@ -300,10 +433,7 @@ class TencentAccount(CloudAccount):
             )
         if self.callback_token_env is not None and self.callback_token_file is not None:
             raise ValueError("set callback_token_env or callback_token_file, not both")
-        if self.refresh == "list" and self.discover is None:
-            raise ValueError(
-                "refresh: list needs discover (its queue_id and tag say which jobs to list)"
-            )
+        _check_refresh(self.refresh, self.discover, "its queue_id and tag")
         return self
 
     def secret_files(self) -> list[Path]:
@@ -313,14 +443,26 @@ class TencentAccount(CloudAccount):
 
     @property
     def refresh_mode(self) -> Literal["list", "lookup"]:
-        if self.refresh is not None:
-            return self.refresh
-        return "list" if self.discover is not None else "lookup"
+        return _refresh_mode(self.refresh, self.discover)
 
     @property
     def base_url(self) -> str:
         endpoint = self.endpoint or f"https://{self.bucket}.ci.{self.region}.myqcloud.com"
         return endpoint.rstrip("/")
+
+
+def _check_refresh(refresh: str | None, discover: ListDiscovery | None, which: str) -> None:
+    if refresh == "list" and discover is None:
+        raise ValueError(f"refresh: list needs discover ({which} say which jobs to list)")
+
+
+def _refresh_mode(
+    refresh: Literal["list", "lookup"] | None, discover: ListDiscovery | None
+) -> Literal["list", "lookup"]:
+    """`refresh`, else `list` for an account with discovery and `lookup` for one without."""
+    if refresh is not None:
+        return refresh
+    return "list" if discover is not None else "lookup"
 
 
 @dataclass(frozen=True, slots=True)

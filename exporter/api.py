@@ -64,6 +64,7 @@ def job_document(job: JobState) -> dict[str, Any]:
         "job_id": job.key.job_id,
         "labels": dict(job.labels),
         "source": job.source,
+        "kind": job.kind,
         "poll_interval": job.poll_interval,
         "phase": job.phase.value,
         "failures_total": job.failures,

@@ -14,15 +14,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from exporter.accounts import (
+    HUAWEI_JOB_KINDS,
     CloudAccount,
-    Discovery,
     HuaweiAccount,
     HuaweiAuth,
+    HuaweiDiscovery,
+    ListDiscovery,
     TencentAccount,
     TencentAuth,
     huawei_credentials,
     tencent_credentials,
 )
+from exporter.accounts import Discovery as TencentDiscovery
 from exporter.model import Phase
 from exporter.states import HUAWEI_TABLE, TENCENT_TABLE, StateTable
 
@@ -66,6 +69,14 @@ def _no_discovery(account: CloudAccount) -> None:
     return None
 
 
+def _discover(account: HuaweiAccount | TencentAccount) -> ListDiscovery | None:
+    return account.discover
+
+
+def _bulk_refresh(account: HuaweiAccount | TencentAccount) -> ListDiscovery | None:
+    return account.discover if account.refresh_mode == "list" else None
+
+
 def _no_queues(account: CloudAccount) -> float:
     return 0.0
 
@@ -84,12 +95,15 @@ class Cloud(Generic[AccountT, CredentialsT]):
     # The name `--demo` gives the simulated account (reserved: a config may not use it).
     demo_account: str
     simulator: Callable[[], Awaitable[DemoCloud]]
+    # The kinds of job it polls through different APIs (`jobs[].kind`), the default first;
+    # empty: one kind, and a job may not name any.
+    kinds: tuple[str, ...] = ()
     # The account's discovery settings when it finds jobs through a list API; the provider is
     # then also a `JobLister` (exporter/discovery.py).
-    discovery: Callable[[AccountT], Discovery | None] = _no_discovery
+    discovery: Callable[[AccountT], ListDiscovery | None] = _no_discovery
     # The discovery settings whose list refreshes the account's jobs in bulk (`refresh: list`;
     # the provider is a `JobLister`, exporter/refresh.py); None: each job polls on its own.
-    bulk_refresh: Callable[[AccountT], Discovery | None] = _no_discovery
+    bulk_refresh: Callable[[AccountT], ListDiscovery | None] = _no_discovery
     # How often the account's queues are read (the provider is then a `QueueLister`,
     # exporter/queues.py); 0: never.
     queue_interval: Callable[[AccountT], float] = _no_queues
@@ -156,14 +170,6 @@ def _tencent_provider() -> ProviderClass:
     return TencentCI
 
 
-def _tencent_discovery(account: TencentAccount) -> Discovery | None:
-    return account.discover
-
-
-def _tencent_bulk_refresh(account: TencentAccount) -> Discovery | None:
-    return account.discover if account.refresh_mode == "list" else None
-
-
 def _tencent_queue_interval(account: TencentAccount) -> float:
     return account.queue_interval
 
@@ -201,7 +207,7 @@ async def _tencent_simulator() -> DemoCloud:
         ),
         # Discovery lists the first queue; the second queue's jobs are listed as configured
         # ones and keep polls of their own.
-        discover=Discovery(
+        discover=TencentDiscovery(
             queue_id=DEMO_QUEUE_IDS[0],
             tags=sorted(
                 {job.tag for job in DEMO_TENCENT_JOBS if job.queue_id == DEMO_QUEUE_IDS[0]}
@@ -240,6 +246,9 @@ CLOUDS: tuple[Cloud[Any, Any], ...] = (
         provider=_huawei_provider,
         demo_account="demo-huawei",
         simulator=_huawei_simulator,
+        kinds=HUAWEI_JOB_KINDS,
+        discovery=_discover,
+        bulk_refresh=_bulk_refresh,
     ),
     Cloud(
         name="tencent_ci",
@@ -249,8 +258,8 @@ CLOUDS: tuple[Cloud[Any, Any], ...] = (
         provider=_tencent_provider,
         demo_account="demo-tencent",
         simulator=_tencent_simulator,
-        discovery=_tencent_discovery,
-        bulk_refresh=_tencent_bulk_refresh,
+        discovery=_discover,
+        bulk_refresh=_bulk_refresh,
         queue_interval=_tencent_queue_interval,
     ),
 )

@@ -75,6 +75,9 @@ class JobConfig(Strict):
     id: str = Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")
     labels: dict[str, str] = Field(default_factory=dict)
     poll_interval: Duration | None = None
+    # What the job is, for a cloud with several kinds (its account's `Cloud.kinds`); None: the
+    # cloud's first kind. Huawei: `short_job` or `voice_training`.
+    kind: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("labels")
     @classmethod
@@ -173,6 +176,10 @@ class Settings(BaseSettings):
         problems = job_reference_problems(
             [(job.account, job.id) for job in self.jobs], set(self.accounts)
         )
+        for index, job in enumerate(self.jobs):
+            account = self.accounts.get(job.account)
+            if account is not None and (problem := kind_problem(job.kind, account)):
+                problems.append(f"jobs[{index}].kind: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -188,6 +195,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init) beat the environment, which beats the file (see load_settings).
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def kind_problem(kind: str | None, account: CloudAccount) -> str | None:
+    """Why `kind` cannot be a job of `account`'s cloud; None when it can."""
+    if kind is None:
+        return None
+    kinds = cloud_of(account).kinds
+    if not kinds:
+        return f"{account.provider} jobs have no kind; remove it"
+    if kind not in kinds:
+        return f"unknown kind {kind!r} for {account.provider} (known: {', '.join(kinds)})"
+    return None
 
 
 def job_reference_problems(jobs: list[tuple[object, object]], accounts: set[str]) -> list[str]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from exporter.config import Discovery
+from exporter.accounts import ListDiscovery
 from exporter.lifecycle import Lifecycle
 from exporter.model import ProviderError
 from exporter.periodic import paced, repeat
@@ -33,10 +33,16 @@ class JobLister(Protocol):
     account: str
 
     async def list_jobs(
-        self, since: float, next_token: str | None = None, *, tag: str, states: Sequence[str] = ()
+        self,
+        since: float,
+        next_token: str | None = None,
+        *,
+        job_type: str,
+        states: Sequence[str] = (),
     ) -> JobList:
-        """One page of the `tag` jobs created after `since` in `states` (every state when
-        empty), in the queue the account's config names."""
+        """One page of the jobs of `job_type` ("": of every type; CI calls it the tag) created
+        after `since` in `states` (every state when empty), filtered as the account's `discover`
+        says (queue, tag, batch)."""
         ...
 
 
@@ -46,7 +52,7 @@ async def list_pages(
     store: Store,
     *,
     since: float,
-    tag: str,
+    job_type: str,
     states: Sequence[str] = (),
     monotonic: Callable[[], float] = time.monotonic,
     truncated_event: str = "discovery_truncated",
@@ -63,7 +69,7 @@ async def list_pages(
             store,
             lister.account,
             lister.provider,
-            functools.partial(lister.list_jobs, since, token, tag=tag, states=states),
+            functools.partial(lister.list_jobs, since, token, job_type=job_type, states=states),
             monotonic=monotonic,
         )
         yield page
@@ -75,7 +81,7 @@ async def list_pages(
 
 async def discover_once(
     lister: JobLister,
-    spec: Discovery,
+    spec: ListDiscovery,
     poller: Poller,
     lifecycle: Lifecycle,
     store: Store,
@@ -83,7 +89,8 @@ async def discover_once(
     wall: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Walk every page of the list API once per tag and record the run; returns the jobs added.
+    """Walk every page of the list API once per walk (job type) and record the run; returns
+    the jobs added.
 
     Jobs from pages before a failure are kept (and counted); the run still counts as failed.
     """
@@ -91,17 +98,19 @@ async def discover_once(
     added = 0
     limiter = poller.limiter(lister.account)
     try:
-        for tag in spec.tag_list:
+        for walk in spec.walks:
             async for page in list_pages(
                 lister,
                 limiter,
                 store,
                 since=since,
-                tag=tag,
-                states=spec.states,
+                job_type=walk,
+                states=spec.list_states,
                 monotonic=monotonic,
             ):
-                added += lifecycle.add_discovered(lister.account, page.jobs, spec.labels)
+                added += lifecycle.add_discovered(
+                    lister.account, page.jobs, spec.labels, spec.job_kind
+                )
     except ProviderError:
         store.record_discovery(lister.account, lister.provider, ok=False, at=wall(), added=added)
         raise

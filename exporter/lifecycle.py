@@ -24,12 +24,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import ValidationError
 
-from exporter.config import Discovery, JobConfig, Settings
+from exporter.clouds import BY_NAME
+from exporter.config import Discovery, JobConfig, Settings, kind_problem
 from exporter.model import JobSnapshot
 from exporter.statefile import Loaded
 from exporter.store import JobKey, JobState, Store, Tombstone, Transition
@@ -76,6 +78,18 @@ class JobLimitReached(RegistrationError):
 
 class NotMine(RegistrationError):
     pass
+
+
+class InvalidKind(RegistrationError):
+    pass
+
+
+def job_kind(provider: str, kind: str | None) -> str | None:
+    """`kind`, or the provider's default kind (None for a cloud with one kind)."""
+    if kind is not None:
+        return kind
+    cloud = BY_NAME.get(provider)
+    return cloud.kinds[0] if cloud is not None and cloud.kinds else None
 
 
 class Scheduler(Protocol):
@@ -184,6 +198,7 @@ class Lifecycle:
             job.labels,
             source=source,
             poll_interval=job.poll_interval,
+            kind=job_kind(provider, job.kind),
         )
         return is_new
 
@@ -198,12 +213,16 @@ class Lifecycle:
     def register(self, job: JobConfig) -> bool:
         """Track a job handed over at run time; True if new, False if already tracked alike.
 
-        Raises Conflict when the id is tracked with other labels or interval, Forgotten for a
-        job forgotten after its retention, JobLimitReached past `max_jobs`, UnknownAccount,
-        and NotMine when another shard owns the job.
+        Raises Conflict when the id is tracked with other labels, interval or kind, Forgotten
+        for a job forgotten after its retention, JobLimitReached past `max_jobs`,
+        UnknownAccount, InvalidKind for a kind its cloud does not have, and NotMine when another
+        shard owns the job.
         """
         if job.account not in self._accounts:
             raise UnknownAccount(f"unknown account {job.account!r}")
+        account = self._settings.accounts.get(job.account)
+        if account is not None and (problem := kind_problem(job.kind, account)):
+            raise InvalidKind(f"kind: {problem}")
         key = JobKey(job.account, job.id)
         if not self._owns(job.account, job.id):
             raise NotMine(f"job {job.id!r} of {job.account!r} belongs to another shard")
@@ -217,12 +236,14 @@ class Lifecycle:
             )
         current = self._store.get(key)
         if current is not None:
-            if current.labels != tuple(sorted(job.labels.items())) or (
-                current.poll_interval != job.poll_interval
+            if (
+                current.labels != tuple(sorted(job.labels.items()))
+                or current.poll_interval != job.poll_interval
+                or current.kind != job_kind(current.provider, job.kind)
             ):
                 raise Conflict(
                     f"job {job.id!r} of {job.account!r} is already tracked "
-                    f"(from {current.source}) with different labels or poll_interval"
+                    f"(from {current.source}) with different labels, poll_interval or kind"
                 )
             return False
         self._check_room()
@@ -264,10 +285,14 @@ class Lifecycle:
     # -- discovery --------------------------------------------------------------------------
 
     def add_discovered(
-        self, account: str, snapshots: Iterable[JobSnapshot], labels: Mapping[str, str]
+        self,
+        account: str,
+        snapshots: Iterable[JobSnapshot],
+        labels: Mapping[str, str],
+        kind: str | None = None,
     ) -> int:
-        """Track jobs a list call found; their snapshot counts as a first poll. Returns how
-        many were new."""
+        """Track jobs a list call found (of `kind`); their snapshot counts as a first poll.
+        Returns how many were new."""
         if account not in self._accounts:
             return 0
         now = self._wall()
@@ -289,7 +314,7 @@ class Lifecycle:
                 )
                 break
             try:
-                job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels))
+                job = JobConfig(account=account, id=snapshot.job_id, labels=dict(labels), kind=kind)
             except ValidationError:
                 # An id no config could name (spaces, over 256 characters): not ours to track.
                 log.warning(
@@ -371,6 +396,8 @@ class Lifecycle:
         added = []
         for state in loaded.jobs:
             key = state.key
+            if state.kind is None:  # saved before jobs had kinds: its cloud's default
+                state = replace(state, kind=job_kind(state.provider, None))
             if (
                 state.source == SOURCE_CONFIG
                 or self._accounts.get(key.account) != state.provider
@@ -394,6 +421,7 @@ __all__ = [
     "SOURCE_DISCOVERY",
     "Conflict",
     "Forgotten",
+    "InvalidKind",
     "JobLimitReached",
     "Lifecycle",
     "NotMine",

@@ -208,8 +208,10 @@ class Poller:
         self.look_up([key])
         return True
 
-    def record_listed(self, account: str, snapshots: Sequence[JobSnapshot]) -> None:
-        """The tracked jobs a list of unfinished jobs described, recorded as polls of them.
+    def record_listed(
+        self, account: str, snapshots: Sequence[JobSnapshot], kind: str | None = None
+    ) -> None:
+        """The tracked jobs (of `kind`) a list of unfinished jobs described, recorded as polls.
 
         A job already seen terminal is left alone: it can only have ended since, and a list
         answered before its end (or an index lagging behind) must not bring it back to life.
@@ -218,7 +220,11 @@ class Poller:
         for snapshot in snapshots:
             key = JobKey(account, snapshot.job_id)
             state = self._store.get(key)
-            if state is None or (state.snapshot is not None and state.snapshot.terminal):
+            if (
+                state is None
+                or state.kind != kind
+                or (state.snapshot is not None and state.snapshot.terminal)
+            ):
                 continue
             self._log_success(self._store.record_success(key, snapshot, at))
 
@@ -500,7 +506,7 @@ class Poller:
                 started = self._monotonic()
                 try:
                     results = await provider.fetch_many(
-                        [key.job_id for key in keys], self._known(keys)
+                        [key.job_id for key in keys], *self._known(keys)
                     )
                 except ProviderError as failed:
                     outcome: Mapping[str, JobSnapshot | ProviderError] | ProviderError = failed
@@ -538,13 +544,17 @@ class Poller:
             self._record(keys, failures)
             return
 
-    def _known(self, keys: list[JobKey]) -> dict[str, JobSnapshot]:
-        known = {}
+    def _known(self, keys: list[JobKey]) -> tuple[dict[str, JobSnapshot], dict[str, str]]:
+        """The jobs' last snapshots and kinds, for `Provider.fetch_many`."""
+        known, kinds = {}, {}
         for key in keys:
             state = self._store.get(key)
-            if state is not None and state.snapshot is not None:
-                known[key.job_id] = state.snapshot
-        return known
+            if state is not None:
+                if state.snapshot is not None:
+                    known[key.job_id] = state.snapshot
+                if state.kind is not None:
+                    kinds[key.job_id] = state.kind
+        return known, kinds
 
     def _record(
         self, keys: list[JobKey], outcomes: Mapping[str, JobSnapshot | ProviderError]

@@ -1,12 +1,13 @@
 """Bulk refresh (`refresh: list`): one list request refreshes up to a hundred jobs.
 
-Each round lists the account's unfinished jobs of its discover queue and tags and records every
-tracked job found there as polled; the jobs it covered that are no longer listed have ended, so
-each gets one look-up by id to read its final state. Untracked jobs in the list are left to
-discovery (its filters, counts and cadence). Jobs the list cannot cover keep their own polls:
-never polled yet, terminal, in another queue or tag, created before the lookback window (the
-list asks for jobs created after it) or before the oldest job a walk cut at the page bound
-read, or asking for a `poll_interval` shorter than the rounds'.
+Each round lists the account's unfinished jobs that its `discover` filters select (CI: the
+queue and tags; MetaStudio: the training types, tag and batch) and records every tracked job
+found there as polled; the jobs it covered that are no longer listed have ended, so each gets one
+look-up by id to read its final state. Untracked jobs in the list are left to discovery (its
+filters, counts and cadence). Jobs the list cannot cover keep their own polls: never polled yet,
+terminal, of another kind or outside the filters, created before the lookback window (the list
+shows jobs created after it) or before the oldest job a walk cut at the page bound read, or
+asking for a `poll_interval` shorter than the rounds'.
 
 If no round succeeds for `STALE_ROUNDS` rounds, the covered jobs fall back to their own polls
 until one does: a broken list API must not freeze every job.
@@ -19,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 
-from exporter.config import Discovery
+from exporter.accounts import ListDiscovery
 from exporter.discovery import JobLister, list_pages
 from exporter.periodic import repeat
 from exporter.poller import Poller
@@ -27,8 +28,6 @@ from exporter.store import JobKey, JobState, Store
 
 log = logging.getLogger(__name__)
 
-# The states CI lists as not finished (`states=` of `GET /jobs`, docs 1045/50305, 460/48235).
-NON_TERMINAL_STATES = ("Submitted", "Running", "Pause")
 # Covered jobs fall back to their own polls once no round has succeeded for this many rounds
 # (or for this many of the last successful round's durations, when rounds take longer).
 STALE_ROUNDS = 3
@@ -40,7 +39,7 @@ class BulkRefresh:
     def __init__(
         self,
         lister: JobLister,
-        spec: Discovery,
+        spec: ListDiscovery,
         poller: Poller,
         store: Store,
         interval: float,
@@ -55,10 +54,9 @@ class BulkRefresh:
         self._interval = interval
         self._wall = wall
         self._monotonic = monotonic
-        self._tags = frozenset(spec.tag_list)
         self._last_success: float | None = None  # monotonic
         self._last_duration = 0.0
-        # Per tag whose last walk stopped at the page bound: the oldest CreationTime it read.
+        # Per walk that last stopped at the page bound: the oldest creation time it read.
         # Newest first, so older jobs were on pages not read: they keep their own polls.
         self._horizons: dict[str, float] = {}
 
@@ -76,13 +74,15 @@ class BulkRefresh:
             return False
         if state.poll_interval is not None and state.poll_interval < self._interval:
             return False  # it asked to be polled more often than a round comes
+        if state.kind != self._spec.job_kind:
+            return False
+        walk = self._spec.walk_of(snapshot)
         created = snapshot.created_at
         return (
-            snapshot.queue_id == self._spec.queue_id
-            and snapshot.job_type in self._tags
+            walk is not None
             and created is not None
             and created > self._wall() - self._spec.lookback
-            and created > self._horizons.get(snapshot.job_type, -math.inf)
+            and created > self._horizons.get(walk, -math.inf)
         )
 
     def _covered_keys(self) -> list[JobKey]:
@@ -105,26 +105,26 @@ class BulkRefresh:
         listed: set[str] = set()
         horizons: dict[str, float] = {}
         limiter = self._poller.limiter(self.account)
-        for tag in self._spec.tag_list:
+        for walk in self._spec.walks:
             last_token, oldest = None, math.inf
             async for page in list_pages(
                 self._lister,
                 limiter,
                 self._store,
                 since=since,
-                tag=tag,
-                states=NON_TERMINAL_STATES,
+                job_type=walk,
+                states=self._spec.unfinished_states,
                 monotonic=self._monotonic,
                 truncated_event="refresh_truncated",
             ):
-                self._poller.record_listed(self.account, page.jobs)
+                self._poller.record_listed(self.account, page.jobs, self._spec.job_kind)
                 listed.update(job.job_id for job in page.jobs)
                 oldest = min(
                     [oldest, *(job.created_at for job in page.jobs if job.created_at is not None)]
                 )
                 last_token = page.next_token
             if last_token:
-                horizons[tag] = oldest
+                horizons[walk] = oldest
         self._horizons = horizons
         self._last_success = self._monotonic()
         self._last_duration = self._last_success - started

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter.accounts import ListDiscovery
 from exporter.budget import PollingStatus
 from exporter.clouds import cloud_of
 from exporter.config import (
@@ -109,7 +110,7 @@ class Runtime:
             environ = self._overlay.environ_over(environ)
         return build_providers(settings, self.session, environ)
 
-    def _discoveries(self, settings: Settings) -> list[tuple[str, Discovery]]:
+    def _discoveries(self, settings: Settings) -> list[tuple[str, ListDiscovery]]:
         return [
             (name, spec)
             for name, account in settings.accounts.items()
@@ -175,7 +176,7 @@ class Runtime:
                     self.poller.limiter(name),
                     self.store,
                     interval,
-                    extra=(spec.queue_id,) if spec is not None and spec.queue_id else (),
+                    extra=(spec.queue_id,) if isinstance(spec, Discovery) and spec.queue_id else (),
                     wall=self._wall,
                 )
                 self._spawn(f"queues {name}", watch.run())

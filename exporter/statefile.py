@@ -34,7 +34,7 @@ from exporter.store import (
     Tombstone,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE jobs (
@@ -55,6 +55,7 @@ CREATE TABLE jobs (
     duration_observed INTEGER NOT NULL,
     snapshot TEXT,
     retired_at REAL,
+    kind TEXT,
     PRIMARY KEY (account, job_id)
 );
 CREATE TABLE tombstones (
@@ -88,8 +89,9 @@ CREATE TABLE job_durations (
 _JOB_COLUMNS = (
     "account, job_id, provider, source, labels, poll_interval, failures, polls, "
     "last_poll_success, last_poll_at, last_success_at, last_error, terminal_since, "
-    "first_seen_at, duration_observed, snapshot, retired_at"
+    "first_seen_at, duration_observed, snapshot, retired_at, kind"
 )
+_JOB_MARKS = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
 
 T = TypeVar("T")
 Counters = tuple[dict[tuple[str, str, str, str], int], dict[tuple[str, str, str, str], Histogram]]
@@ -201,6 +203,7 @@ def job_row(state: JobState, retired_at: float | None) -> tuple[Any, ...]:
         int(state.duration_observed),
         None if state.snapshot is None else orjson.dumps(encode_snapshot(state.snapshot)).decode(),
         retired_at,
+        state.kind,
     )
 
 
@@ -223,6 +226,7 @@ def job_from_row(row: tuple[Any, ...]) -> tuple[JobState, float | None]:
         duration_observed,
         snapshot,
         retired_at,
+        kind,
     ) = row
     error = None if last_error is None else orjson.loads(last_error)
     state = JobState(
@@ -243,6 +247,7 @@ def job_from_row(row: tuple[Any, ...]) -> tuple[JobState, float | None]:
         duration_observed=bool(duration_observed),
         source=source,
         poll_interval=poll_interval,
+        kind=kind,
     )
     return state, retired_at
 
@@ -325,6 +330,10 @@ class StateFile:
                 db.execute("BEGIN")
                 if version == 1:
                     _migrate_from_v1(db)
+                elif version == 2:
+                    # Schema 3 adds each job's kind; schema 2's jobs were all of their cloud's
+                    # default kind (NULL, as lifecycle.restore reads it).
+                    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT")
                 else:
                     _create_tables(db)
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -339,7 +348,7 @@ class StateFile:
         db = self._db
         if db is None:
             return
-        marks = ", ".join("?" * 17)
+        marks = _JOB_MARKS
         with db:  # one transaction
             db.execute("BEGIN")
             db.executemany(
@@ -454,7 +463,7 @@ def _migrate_from_v1(db: sqlite3.Connection) -> None:
         except (TypeError, ValueError, KeyError, AttributeError, orjson.JSONDecodeError):
             continue  # as in schema 1: an unreadable row is dropped, the job polled afresh
     db.executemany(
-        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 17)})",  # noqa: S608
+        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({_JOB_MARKS})",  # noqa: S608
         rows,
     )
     db.execute(

@@ -59,8 +59,14 @@ class StateTable:
             return state in self.terminal
         return phase in (Phase.SUCCEEDED, Phase.CANCELLED)
 
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        """The documented states that do not end a job, in the document's order."""
+        return tuple(state for state in self.phases if state not in self.terminal)
 
-# ShowShortJob `state`, in the document's order.
+
+# MetaStudio's `JobState` (huaweicloudsdkmetastudio v1/model/job_state.py), in its order: shared by
+# short jobs and voice training jobs. The ShowShortJob document omits the two USER_* states.
 HUAWEI_STATES: dict[str, Phase] = {
     "CREATING": Phase.PENDING,
     "SYSTEM_AUDITING": Phase.RUNNING,
@@ -73,11 +79,14 @@ HUAWEI_STATES: dict[str, Phase] = {
     "PROCESSING": Phase.RUNNING,
     "RESULT_REVIEW": Phase.RUNNING,
     "AUDIT_FAILED": Phase.FAILED,
+    "USER_RESULT_REVIEW": Phase.RUNNING,
+    "USER_REVIEW_REJECT": Phase.FAILED,
     "UPLOADING": Phase.RUNNING,
     "FAILED": Phase.FAILED,
     "SUCCEED": Phase.SUCCEEDED,
 }
-# Only these end a job: AUDIT_FAILED waits for the user to upload again, SPLIT_FAILED can be redone.
+# Only these end a job: AUDIT_FAILED waits for the user to upload again, SPLIT_FAILED can be redone,
+# USER_REVIEW_REJECT (the user rejected the trained result) goes back to training.
 HUAWEI_TABLE = StateTable(HUAWEI_STATES, frozenset({"SUCCEED", "FAILED"}))
 HUAWEI_ASSESSMENT_METRICS = ("speed", "sound", "snr", "reverb", "dnsmos_ovrl", "dnsmos_bak")
 

@@ -87,6 +87,8 @@ class JobState:
     # Where the job came from: config, api or discovery; and its own poll interval, if any.
     source: str = "config"
     poll_interval: float | None = None
+    # Which of its cloud's APIs polls it (`jobs[].kind`); None for a cloud with one kind.
+    kind: str | None = None
 
     @property
     def phase(self) -> Phase:
@@ -273,6 +275,7 @@ class Store:
         *,
         source: str = "config",
         poll_interval: float | None = None,
+        kind: str | None = None,
     ) -> None:
         """Start (or keep) tracking a job; changed static labels take effect at once."""
         frozen_labels = tuple(sorted(labels.items()))
@@ -285,14 +288,16 @@ class Store:
                     labels=frozen_labels,
                     source=source,
                     poll_interval=poll_interval,
+                    kind=kind,
                 )
             )
-        elif (current.labels, current.provider, current.source, current.poll_interval) != (
-            frozen_labels,
-            provider,
-            source,
-            poll_interval,
-        ):
+        elif (
+            current.labels,
+            current.provider,
+            current.source,
+            current.poll_interval,
+            current.kind,
+        ) != (frozen_labels, provider, source, poll_interval, kind):
             self._set(
                 replace(
                     current,
@@ -300,6 +305,7 @@ class Store:
                     provider=provider,
                     source=source,
                     poll_interval=poll_interval,
+                    kind=kind,
                 )
             )
 
@@ -506,6 +512,7 @@ class Store:
             duration_observed=duration_observed,
             source=before.source,
             poll_interval=before.poll_interval,
+            kind=before.kind,
         )
         self._set(
             after,

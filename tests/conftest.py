@@ -117,6 +117,7 @@ def job_with_every_field_set() -> JobState:
         duration_observed=True,
         source="api",
         poll_interval=42.0,
+        kind="voice_training",
     )
     for item in fields(JobState):
         if item.default is not MISSING:

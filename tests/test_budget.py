@@ -135,7 +135,10 @@ class Cloud:
         self.ends[job_id] = self.clock.now + ends_in
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         await asyncio.sleep(0)
         if self.throttle_next:

@@ -53,13 +53,21 @@ class Scripted:
             raise outcome
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         self._answer()
         return {job_id: snapshot("Running", job_id) for job_id in job_ids}
 
     async def list_jobs(
-        self, since: float, next_token: str | None = None, *, tag: str, states: Sequence[str] = ()
+        self,
+        since: float,
+        next_token: str | None = None,
+        *,
+        job_type: str,
+        states: Sequence[str] = (),
     ) -> JobList:
         self._answer()
         page = int(next_token or 0)

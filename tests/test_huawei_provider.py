@@ -60,20 +60,25 @@ DOCUMENTED_BODY: dict[str, Any] = {
 
 
 def test_every_documented_state_has_a_phase_and_the_issue_examples_hold() -> None:
-    assert len(HUAWEI_STATES) == 14
-    assert HUAWEI_TABLE.phase_of("AUDIT_FAILED") == (Phase.FAILED, True)
-    assert HUAWEI_TABLE.phase_of("SPLIT_FAILED") == (Phase.FAILED, True)
+    # The SDK's JobState: the short-job document's 14 and the two USER_* states it omits.
+    assert len(HUAWEI_STATES) == 16
+    for failed in ("AUDIT_FAILED", "SPLIT_FAILED", "USER_REVIEW_REJECT", "FAILED"):
+        assert HUAWEI_TABLE.phase_of(failed) == (Phase.FAILED, True)
     for pending in ("CREATING", "WAITING_SPLIT", "WAITING"):
         assert HUAWEI_TABLE.phase_of(pending) == (Phase.PENDING, True)
     assert HUAWEI_TABLE.phase_of("SUCCEED") == (Phase.SUCCEEDED, True)
-    assert HUAWEI_TABLE.phase_of("PROCESSING") == (Phase.RUNNING, True)
+    for running in ("PROCESSING", "USER_RESULT_REVIEW", "UPLOADING", "SYSTEM_AUDITING"):
+        assert HUAWEI_TABLE.phase_of(running) == (Phase.RUNNING, True)
+    # Before they were documented, the rule for undocumented states gave them the same phases.
+    for state in ("USER_RESULT_REVIEW", "USER_REVIEW_REJECT"):
+        assert phase_by_rule(state) is HUAWEI_STATES[state], state
 
 
 @pytest.mark.parametrize(
     ("state", "phase"),
     [
-        ("USER_RESULT_REVIEW", Phase.RUNNING),
-        ("USER_REVIEW_REJECT", Phase.FAILED),
+        ("USER_REVIEW_PENDING", Phase.RUNNING),
+        ("ADMIN_REJECT", Phase.FAILED),
         ("CANCELLED", Phase.CANCELLED),
         ("QUEUED", Phase.PENDING),
         ("ARCHIVED", Phase.UNKNOWN),

@@ -73,7 +73,10 @@ class FakeProvider:
         self.cloud = cloud
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         keys = [JobKey(self.account, job_id) for job_id in job_ids]
         self.cloud.polled.extend(keys)

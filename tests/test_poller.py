@@ -48,7 +48,10 @@ class ScriptedProvider:
         self.known: list[dict[str, JobSnapshot]] = []
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         self.calls.append(",".join(job_ids))
         self.known.append(dict(known))
@@ -268,7 +271,10 @@ class BatchingProvider:
         self.calls: list[list[str]] = []
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         self.calls.append(list(job_ids))
         return {
@@ -372,7 +378,10 @@ class InstantProvider:
     account = "hw"
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]:
         await asyncio.sleep(0)
         return dict.fromkeys(job_ids, snapshot("PROCESSING"))
@@ -411,7 +420,10 @@ async def test_due_jobs_past_the_concurrency_cap_wait_in_the_heap_not_as_tasks()
 
     class Gated(InstantProvider):
         async def fetch_many(
-            self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+            self,
+            job_ids: Sequence[str],
+            known: Mapping[str, JobSnapshot],
+            kinds: Mapping[str, str] | None = None,
         ) -> Mapping[str, JobSnapshot | ProviderError]:
             nonlocal calls
             calls += 1

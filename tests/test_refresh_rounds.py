@@ -58,7 +58,12 @@ class ScriptedCI:
         self.answers: dict[str, JobSnapshot] = {}
 
     async def list_jobs(
-        self, since: float, next_token: str | None = None, *, tag: str, states: Sequence[str] = ()
+        self,
+        since: float,
+        next_token: str | None = None,
+        *,
+        job_type: str,
+        states: Sequence[str] = (),
     ) -> JobList:
         self.lists += 1
         if self.endless:  # newest first: every page older than the one before
@@ -66,7 +71,10 @@ class ScriptedCI:
         return self.pages.pop(0) if self.pages else JobList((), None)
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> dict[str, JobSnapshot]:
         self.looked_up.extend(job_ids)
         return {job_id: self.answers[job_id] for job_id in job_ids}

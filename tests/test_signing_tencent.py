@@ -501,10 +501,10 @@ async def _exporter_sends(
 @pytest.mark.parametrize(
     ("job_api", "call", "path"),
     [
-        ("ai_jobs", lambda p: p.list_jobs(1.7e9, None, tag="Translation"), "/jobs"),
+        ("ai_jobs", lambda p: p.list_jobs(1.7e9, None, job_type="Translation"), "/jobs"),
         (
             "media_jobs",
-            lambda p: p.list_jobs(1.7e9, "tok/en+=", tag="Transcode", states=["Running"]),
+            lambda p: p.list_jobs(1.7e9, "tok/en+=", job_type="Transcode", states=["Running"]),
             "/jobs",
         ),
         ("ai_jobs", lambda p: p.list_queues(["p1", "p2"]), "/ai_queue"),
@@ -543,6 +543,8 @@ async def test_every_list_and_queue_request_verifies_with_the_sdk(
 
 async def test_the_list_path_follows_list_api_not_job_api() -> None:
     sent = await _exporter_sends(
-        lambda p: p.list_jobs(1.7e9, tag="Translation"), list_api="ai_jobs", job_api="media_jobs"
+        lambda p: p.list_jobs(1.7e9, job_type="Translation"),
+        list_api="ai_jobs",
+        job_api="media_jobs",
     )
     assert sent["path"] == "/ai_jobs"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config import Settings
+from exporter.lifecycle import Lifecycle
 from exporter.model import Assessment, JobSnapshot
 from exporter.statefile import (
     SCHEMA_VERSION,
@@ -21,7 +23,7 @@ from exporter.statefile import (
     job_from_row,
     job_row,
 )
-from exporter.store import JOB_DURATION_BUCKETS, JobKey, PollError, Tombstone
+from exporter.store import JOB_DURATION_BUCKETS, JobKey, PollError, Store, Tombstone
 from tests.conftest import job_with_every_field_set
 from tests.support import run_cli
 
@@ -43,9 +45,10 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 async def test_a_state_file_made_by_this_version_loads(tmp_path: Path) -> None:
-    loaded = await _load(_copy("state-v2.sqlite", tmp_path))
+    loaded = await _load(_copy("state-v3.sqlite", tmp_path))
     jobs = {state.key.job_id: state for state in loaded.jobs}
-    assert sorted(jobs) == ["job-api", "job-failed"]
+    assert sorted(jobs) == ["job-api", "job-failed", "job-training"]
+    assert (jobs["job-training"].kind, jobs["job-api"].kind) == ("voice_training", "short_job")
     failed = jobs["job-failed"]
     assert failed.snapshot is not None
     assert (failed.source, failed.failures, failed.duration_observed) == ("config", 1, True)
@@ -102,17 +105,43 @@ async def test_a_schema_1_file_is_migrated_keeping_its_jobs_and_tombstones(tmp_p
         JobKey("hw", "job-gone"): Tombstone("", "expired", 1_700_000_500.0, 1_700_000_500.0)
     }
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "forgotten" not in tables
     again = await _load(path)  # a migrated file opens as any other
     assert (again.jobs, again.tombstones) == (loaded.jobs, loaded.tombstones)
 
 
+async def test_a_schema_2_file_is_migrated_and_its_jobs_resume_as_their_clouds_default_kind(
+    tmp_path: Path,
+) -> None:
+    """state-v2.sqlite was written at a43478a, before jobs had kinds."""
+    path = _copy("state-v2.sqlite", tmp_path)
+    loaded = await _load(path)
+    assert sorted(state.key.job_id for state in loaded.jobs) == ["job-api", "job-failed"]
+    assert {state.kind for state in loaded.jobs} == {None}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+    store = Store()
+    settings = Settings(
+        accounts={"hw": {"provider": "huawei_metastudio", "region": "r", "project_id": "p"}}  # type: ignore[dict-item]
+    )
+    Lifecycle(store, settings, {"hw": "huawei_metastudio"}).restore(loaded)
+    state = store.get(JobKey("hw", "job-api"))
+    assert state is not None
+    assert state.kind == "short_job"
+    again = await _load(path)  # a migrated file opens as any other
+    assert again.jobs == loaded.jobs
+
+
 async def test_a_newer_file_is_refused_in_one_line_naming_it_and_both_versions(
     tmp_path: Path,
 ) -> None:
-    path = _copy("state-v2.sqlite", tmp_path)
+    path = _copy("state-v3.sqlite", tmp_path)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(StateFileError) as raised:
@@ -129,7 +158,7 @@ async def test_a_newer_file_is_refused_in_one_line_naming_it_and_both_versions(
 
 
 def test_the_exporter_refuses_a_newer_state_file_in_one_line_and_exits_2(tmp_path: Path) -> None:
-    path = _copy("state-v2.sqlite", tmp_path)
+    path = _copy("state-v3.sqlite", tmp_path)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
     config = tmp_path / "config.yaml"
@@ -164,7 +193,7 @@ def _asdict(snapshot: JobSnapshot) -> dict[str, object]:
 
 
 async def test_counters_with_other_buckets_are_left_behind_not_misread(tmp_path: Path) -> None:
-    path = _copy("state-v2.sqlite", tmp_path)
+    path = _copy("state-v3.sqlite", tmp_path)
     with sqlite3.connect(path) as db:
         db.execute("UPDATE job_durations SET bounds = '[1.0, 2.0]'")
     loaded = await _load(path)

@@ -59,7 +59,8 @@ class Provider(Protocol):
     `fetch_many` makes exactly one HTTP request for up to `batch_size` ids and raises a
     ProviderError when that request fails as a whole; retries, backoff and rate limits are the
     poller's. `known` holds the jobs' last snapshots: a provider may hand one back, as is, when
-    the cloud's answer for that job is unchanged (see `JobSnapshot.body_hash`).
+    the cloud's answer for that job is unchanged (see `JobSnapshot.body_hash`). `kinds` holds
+    each job's kind (`jobs[].kind`) for a cloud whose kinds are polled through different APIs.
     """
 
     provider: str
@@ -69,7 +70,10 @@ class Provider(Protocol):
     def batch_size(self) -> int: ...
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> Mapping[str, JobSnapshot | ProviderError]: ...
 
 

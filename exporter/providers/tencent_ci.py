@@ -235,7 +235,10 @@ class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
         return body
 
     async def fetch_many(
-        self, job_ids: Sequence[str], known: Mapping[str, JobSnapshot]
+        self,
+        job_ids: Sequence[str],
+        known: Mapping[str, JobSnapshot],
+        kinds: Mapping[str, str] | None = None,
     ) -> dict[str, JobSnapshot | ProviderError]:
         """One request for up to `batch_size` ids; each id gets a snapshot or its own error.
 
@@ -263,11 +266,11 @@ class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
         since: float,
         next_token: str | None = None,
         *,
-        tag: str,
+        job_type: str,
         states: Sequence[str] = (),
     ) -> JobList:
-        """One page of the list API, newest first: the discover queue's `tag` jobs created after
-        `since`, in `states` (all when empty).
+        """One page of the list API, newest first: the discover queue's jobs of tag `job_type`
+        created after `since`, in `states` (all when empty).
 
         `GET /jobs` (docs 1045/50305, 460/48235; cos-python-sdk-v5 `ci_list_media_jobs`, go
         `CIService.DescribeMediaJobs`) or `GET /ai_jobs` (doc 436/49385) as `discover.list_api`
@@ -278,7 +281,7 @@ class TencentCI(AccountClient[TencentAccount, TencentCredentials]):
         start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
         params = {
             "queueId": spec.queue_id or "",  # required by the schema
-            "tag": tag,
+            "tag": job_type,
             "orderByTime": "Desc",
             "states": ",".join(states) or "All",
             "size": str(spec.page_size),

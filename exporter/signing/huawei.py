@@ -92,9 +92,9 @@ def signature(secret_key: str, to_sign: str) -> str:
 
 
 class GetSigner:
-    """Signs one account's GETs without a query or body, which is every request the exporter
-    sends: the parts that are the same in every request (header lines, signed-header list, HMAC
-    key) are made once, not per request. Tests hold its headers to the official SDK's.
+    """Signs one account's GETs (no body: every request the exporter sends): the parts that are
+    the same in every request (header lines, signed-header list, HMAC key) are made once, not
+    per request. Tests hold its headers to the official SDK's, query strings included.
     """
 
     __slots__ = ("_after", "_auth_prefix", "_base", "_before", "_key", "_signed")
@@ -118,10 +118,13 @@ class GetSigner:
         self._key = secret_key.encode()
         self._auth_prefix = f"{ALGORITHM} Access={access_key}, SignedHeaders={self._signed}, "
 
-    def sign(self, path: str, when: datetime) -> dict[str, str]:
+    def sign(
+        self, path: str, when: datetime, query: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, str]:
         date = format_date(when)
         canonical = (
-            f"GET\n{canonical_uri(path)}\n\n{self._before}{_DATE_HEADER_LOWER}:{date}\n"
+            f"GET\n{canonical_uri(path)}\n{canonical_query(query)}\n"
+            f"{self._before}{_DATE_HEADER_LOWER}:{date}\n"
             f"{self._after}\n{self._signed}\n{_EMPTY_SHA256}"
         )
         to_sign = _string_to_sign(canonical, date)

@@ -1,10 +1,12 @@
-"""Write tests/data/state-v2.sqlite, the state file test_statefile.py loads: run it again with
+"""Write tests/data/state-v3.sqlite, the state file test_statefile.py loads: run it again with
 `python -m tests.data.make_state_file` when the schema changes, and keep the old file as the
-migration's input (state-v1.sqlite was written by the exporter at 3f9eeee, schema 1).
+migration's input (state-v1.sqlite was written by the exporter at 3f9eeee, schema 1;
+state-v2.sqlite by this script at a43478a, schema 2).
 
 The file is made through the exporter's own life cycle, store and state file, as a running
 exporter would make it: a failed config job, a job registered through the API, a job the config
-stopped naming (retired), one forgotten after its retention and one deleted through the API.
+stopped naming (retired), one forgotten after its retention, one deleted through the API, and a
+voice training job registered through the API.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ async def main(path: Path) -> None:
     lifecycle.set_config_jobs([*listed, JobConfig(account="hw", id="job-gone")])
     lifecycle.register(JobConfig(account="hw", id="job-api", labels={"team": "voice"}))
     lifecycle.register(JobConfig(account="hw", id="job-deleted"))
+    lifecycle.register(JobConfig(account="hw", id="job-training", kind="voice_training"))
     for job_id in ("job-failed", "job-gone"):
         store.record_success(JobKey("hw", job_id), failed(job_id), now[0])
     store.record_failure(JobKey("hw", "job-api"), UpstreamError("HTTP 500", status="500"), now[0])
@@ -80,5 +83,5 @@ async def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    (HERE / "state-v2.sqlite").unlink(missing_ok=True)
-    asyncio.run(main(HERE / "state-v2.sqlite"))
+    (HERE / "state-v3.sqlite").unlink(missing_ok=True)
+    asyncio.run(main(HERE / "state-v3.sqlite"))

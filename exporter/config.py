@@ -203,7 +203,7 @@ def kind_problem(kind: str | None, account: CloudAccount) -> str | None:
         return None
     kinds = cloud_of(account).kinds
     if not kinds:
-        return f"{account.provider} jobs have no kind; remove it"
+        return f"{account.provider} jobs have no kind: remove it"
     if kind not in kinds:
         return f"unknown kind {kind!r} for {account.provider} (known: {', '.join(kinds)})"
     return None

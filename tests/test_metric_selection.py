@@ -20,8 +20,8 @@ from exporter.exposition import TEXT, JobExposition
 from exporter.job_metrics import JOB_METRICS
 from exporter.metric_selection import ALL, EXPORTER_FAMILIES, MetricSelection
 from exporter.model import JobSnapshot, Phase
-from exporter.states import HUAWEI_STATES
 from exporter.simulator.metastudio import MetaStudioSimulator
+from exporter.states import HUAWEI_STATES
 from exporter.store import JobKey, JobState
 from tests.conftest import job_with_every_field_set
 from tests.support import ServerFactory, scrape, scrape_until

@@ -225,6 +225,14 @@ def _error_fields(body: bytes) -> tuple[str | None, str]:
     return (str(code) if code else None), str(message)[:500]
 
 
+def _body_of(status: int, headers: Mapping[str, str], body: bytes) -> bytes:
+    """A 200 answer's body; any other answer as the ProviderError it means."""
+    if status != 200:
+        code, message = _error_fields(body)
+        raise answer_error(status, headers, code, message, ERROR_CODES)
+    return body
+
+
 class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
     """Polls `GET /v1/{project_id}/voice-training-manage/user/short-jobs/{job_id}` (ShowShortJob)
     or `.../user/jobs/{job_id}` (ShowVoiceTrainingJob), as each job's kind says, and lists
@@ -285,13 +293,8 @@ class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
         if query:
             # Encoded as the signature's canonical query encodes it, so both say the same.
             url = URL(f"{url}?{huawei.canonical_query(query)}", encoded=True)
-        status, headers, body = await http_get(
-            self._session, url, self._headers(path, query), self._timeout
-        )
-        if status == 200:
-            return body
-        code, message = _error_fields(body)
-        raise answer_error(status, headers, code, message, ERROR_CODES)
+        answer = await http_get(self._session, url, self._headers(path, query), self._timeout)
+        return _body_of(*answer)
 
     async def fetch_many(
         self,
@@ -309,7 +312,9 @@ class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
         self, job_id: str, last: JobSnapshot | None = None, kind: str = SHORT_JOB
     ) -> JobSnapshot:
         """`last`, as is, when the answer is the one it was parsed from."""
-        body = await self._get(self._path(job_id, kind))
+        path = self._path(job_id, kind)  # no query: http_get straight, a frame less per poll
+        url = self._base.with_path(path, encoded=True)
+        body = _body_of(*await http_get(self._session, url, self._headers(path), self._timeout))
         fingerprint = body_hash(body)
         if last is not None and last.body_hash == fingerprint:
             return last

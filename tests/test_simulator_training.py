@@ -39,6 +39,7 @@ from exporter.simulator import (
 )
 from exporter.simulator import scripts as sc
 from exporter.simulator import training_scripts as ts
+from exporter.simulator.__main__ import _parse_args
 from exporter.simulator.faults import Fault, FaultKind
 from exporter.simulator.metastudio_training import DEMO_TRAINING_SPECS
 from tests.support import T0, FakeClock, serving, states_over
@@ -676,3 +677,17 @@ def test_demo_scales_to_many_training_jobs_with_distinct_deterministic_ids() -> 
     assert many[:8] == list(DEMO_TRAINING_JOBS)
     assert _demo(FakeClock(T0), training_jobs=500).training_job_ids() == many
     assert _demo(FakeClock(T0), training_jobs=0).training_job_ids() == []
+
+
+def test_the_simulator_command_takes_a_number_of_training_jobs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _parse_args([]).training_jobs == len(DEMO_TRAINING_JOBS)
+    assert _parse_args(["--training-jobs", "500"]).training_jobs == 500
+    for argv, message in (
+        (["--training-jobs", "-1"], "--training-jobs must not be negative"),
+        (["--cloud", "tencent", "--training-jobs", "3"], "--training-jobs needs --cloud huawei"),
+    ):
+        with pytest.raises(SystemExit):
+            _parse_args(argv)
+        assert message in capsys.readouterr().err

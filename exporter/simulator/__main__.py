@@ -22,10 +22,10 @@ from exporter.simulator.metastudio import (
     DEMO_JOBS,
     DEMO_PROJECT_ID,
     DEMO_SECRET_KEY,
-    DEMO_TRAINING_JOBS,
     MetaStudioSimulator,
     demo_simulator,
 )
+from exporter.simulator.metastudio_training import DEMO_TRAINING_JOBS
 from exporter.simulator.tencent_ci import (
     DEMO_QUEUE_IDS,
     DEMO_TENCENT_BUCKET,

@@ -22,9 +22,7 @@ from aiohttp import web
 from exporter.signing import huawei
 from exporter.simulator.faults import FaultDialect
 from exporter.simulator.metastudio_training import (
-    DEMO_TRAINING_JOBS as DEMO_TRAINING_JOBS,
-)
-from exporter.simulator.metastudio_training import (
+    DEMO_TRAINING_JOBS,
     DEMO_TRAINING_SPECS,
     TRAINING_JOB_PATH,
     TRAINING_LIST_PATH,

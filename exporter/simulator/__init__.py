@@ -11,6 +11,11 @@ from exporter.simulator.metastudio import (
     demo_simulator,
     start_simulator,
 )
+from exporter.simulator.metastudio_training import (
+    DEMO_TRAINING_JOBS,
+    DEMO_TRAINING_SPECS,
+    DemoTrainingJob,
+)
 from exporter.simulator.quota import STATS_PATH, Quota, QuotaStats
 from exporter.simulator.scripts import (
     ALL_SCRIPTS,
@@ -34,9 +39,19 @@ from exporter.simulator.tencent_ci import (
     oversized_body,
     xml_bomb_body,
 )
+from exporter.simulator.training_scripts import (
+    ALL_TRAINING_SCRIPTS,
+    JOB_STATES,
+    TRAINING_AUDIT_BOUNCE,
+    TRAINING_FAILED,
+    TRAINING_HAPPY,
+    TRAINING_JOB_TYPES,
+    TRAINING_TOUR,
+)
 
 __all__ = [
     "ALL_SCRIPTS",
+    "ALL_TRAINING_SCRIPTS",
     "DEMO_ACCESS_KEY",
     "DEMO_JOBS",
     "DEMO_PROJECT_ID",
@@ -45,12 +60,21 @@ __all__ = [
     "DEMO_TENCENT_JOBS",
     "DEMO_TENCENT_SECRET_ID",
     "DEMO_TENCENT_SECRET_KEY",
+    "DEMO_TRAINING_JOBS",
+    "DEMO_TRAINING_SPECS",
+    "JOB_STATES",
     "SEED_SAMPLE_BODY",
     "SIMULATOR_KEY",
     "STATS_PATH",
     "TENCENT_SIMULATOR_KEY",
+    "TRAINING_AUDIT_BOUNCE",
+    "TRAINING_FAILED",
+    "TRAINING_HAPPY",
+    "TRAINING_JOB_TYPES",
+    "TRAINING_TOUR",
     "AssessProperty",
     "AssessResult",
+    "DemoTrainingJob",
     "Failure",
     "Lognormal",
     "LognormalScripts",

@@ -25,6 +25,7 @@ from exporter.simulator.metastudio import (
     MetaStudioSimulator,
     demo_simulator,
 )
+from exporter.simulator.metastudio_training import DEMO_TRAINING_JOBS
 from exporter.simulator.tencent_ci import (
     DEMO_QUEUE_IDS,
     DEMO_TENCENT_BUCKET,
@@ -53,6 +54,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help=f"number of demo jobs (default: {len(DEMO_JOBS)} Huawei, "
         f"{len(DEMO_TENCENT_JOBS)} Tencent)",
+    )
+    parser.add_argument(
+        "--training-jobs",
+        type=int,
+        default=None,
+        help=f"Huawei: number of demo voice training jobs (default: {len(DEMO_TRAINING_JOBS)})",
     )
     parser.add_argument("--speed", type=float, default=30.0, help="simulated seconds per second")
     parser.add_argument("--project-id", default=DEMO_PROJECT_ID)
@@ -97,6 +104,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.jobs = len(DEMO_TENCENT_JOBS if args.cloud == "tencent" else DEMO_JOBS)
     if args.jobs < 0:
         parser.error("--jobs must not be negative")
+    if args.training_jobs is not None and args.cloud != "huawei":
+        parser.error("--training-jobs needs --cloud huawei")
+    if args.training_jobs is None:
+        args.training_jobs = len(DEMO_TRAINING_JOBS)
+    if args.training_jobs < 0:
+        parser.error("--training-jobs must not be negative")
     if not args.speed > 0:
         parser.error("--speed must be positive")
     return args
@@ -142,8 +155,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             speed=args.speed,
             jobs=args.jobs,
             tokens=args.token,
+            training_jobs=args.training_jobs,
         )
-        who = f"project_id={args.project_id} access_key={args.access_key}"
+        who = (
+            f"project_id={args.project_id} access_key={args.access_key} "
+            f"training_jobs={len(simulator.training_job_ids())}"
+        )
     simulator.quota.configure(args.quota_rps, args.quota_burst)
     logger.info("simulator_ready %s jobs=%d", who, len(simulator.job_ids()))
     app = _app(simulator, queue_cycle=args.queue_cycle)

@@ -1,4 +1,5 @@
-"""A fake Huawei Cloud MetaStudio: the ShowShortJob API behind an API-gateway-like auth check.
+"""A fake Huawei Cloud MetaStudio: ShowShortJob, ShowVoiceTrainingJob and ListVoiceTrainingJob
+behind an API-gateway-like auth check.
 
 It speaks real HTTP so the exporter's provider, the official SDK and benchmarks all talk to it
 as they talk to the cloud. An injected clock and a `speed` factor decide where each job is in its
@@ -20,8 +21,19 @@ from aiohttp import web
 
 from exporter.signing import huawei
 from exporter.simulator.faults import FaultDialect
+from exporter.simulator.metastudio_training import (
+    DEMO_TRAINING_JOBS,
+    DEMO_TRAINING_SPECS,
+    TRAINING_JOB_PATH,
+    TRAINING_LIST_PATH,
+    BodyOverride,
+    TrainingJob,
+    TrainingView,
+    parse_list_query,
+    training_view,
+)
 from exporter.simulator.quota import install
-from exporter.simulator.scripted import Override, ScriptedSimulator
+from exporter.simulator.scripted import ScriptedSimulator
 from exporter.simulator.scripts import (
     ASSESSED_STATES,
     AUDIT_LOOP,
@@ -79,9 +91,8 @@ _DEFAULT_FAILURES = {
     "FAILED": ENGINE_ERROR,
 }
 _DEMO_NAMESPACE = uuid.UUID("6f1c9a52-3d0e-4b7a-9e61-0c5d2b8f4a13")
-
-
-_Override = Override[Mapping[str, object] | bytes]
+# The error code of a request whose parameters the API refuses (HTTP 400).
+INVALID_PARAMETER = "MSS.00000002"
 
 
 @dataclass(slots=True)
@@ -91,7 +102,7 @@ class _Job:
     started: float
     millis: bool
     loop: bool
-    override: _Override | None = None
+    override: BodyOverride | None = None
 
 
 def _json(status: int, payload: object) -> web.Response:
@@ -147,8 +158,14 @@ async def _no_such_api(request: web.Request) -> web.Response:
     )
 
 
-class MetaStudioSimulator(ScriptedSimulator[_Job]):
-    """Jobs on an accelerated clock, served as MetaStudio's ShowShortJob answers them."""
+class MetaStudioSimulator(ScriptedSimulator[_Job | TrainingJob]):
+    """Jobs on an accelerated clock, served as MetaStudio answers them.
+
+    Short jobs and voice training jobs are separate resources: each path knows only its own
+    kind, though the two share one set of ids (an id names one job of either kind). The
+    job-level methods (`state_of`, `answer`, `set_override`, `transitions`, `remove_job`) take
+    either kind's ids.
+    """
 
     def __init__(
         self,
@@ -187,6 +204,47 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
             job_id=job_id, script=script_of(script), started=when, millis=millis, loop=loop
         )
 
+    def add_training_job(
+        self,
+        job_id: str,
+        script: ScriptLike,
+        *,
+        job_type: str = "BASIC",
+        tag: str | None = None,
+        batch_name: str | None = None,
+        voice_name: str | None = None,
+        ondemand_resource: bool = False,
+        millis: bool = False,
+        loop: bool = False,
+        started: float | None = None,
+    ) -> None:
+        """Start voice training job `job_id`, as `add_job` starts a short job; ValueError if
+        the id exists (of either kind) or `job_type`/`tag` is not one of the SDK's values.
+
+        `voice_name` defaults to one made from the id.
+        """
+        when = self._start(job_id, started)
+        self._jobs[job_id] = TrainingJob(
+            job_id=job_id,
+            script=script_of(script),
+            started=when,
+            millis=millis,
+            loop=loop,
+            job_type=job_type,
+            tag=tag,
+            batch_name=batch_name,
+            voice_name=f"voice-{job_id[:8]}" if voice_name is None else voice_name,
+            ondemand_resource=ondemand_resource,
+        )
+
+    def job_ids(self) -> list[str]:
+        """The short jobs' ids, in the order they were added."""
+        return [job_id for job_id, job in self._jobs.items() if isinstance(job, _Job)]
+
+    def training_job_ids(self) -> list[str]:
+        """The voice training jobs' ids, in the order they were added."""
+        return [job_id for job_id, job in self._jobs.items() if isinstance(job, TrainingJob)]
+
     def state_of(self, job_id: str) -> str:
         """The state a poll would see now (KeyError if unknown)."""
         job = self._jobs[job_id]
@@ -196,7 +254,10 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
 
     def answer(self, job_id: str) -> dict[str, object]:
         """The body a poll would get now, with any forced state but not a replaced body."""
-        return self._answer(self._jobs[job_id], self._clock())
+        job = self._jobs[job_id]
+        if isinstance(job, TrainingJob):
+            return self._training_view(job, self._clock()).answer
+        return self._answer(job, self._clock())
 
     def set_override(
         self,
@@ -210,7 +271,8 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
 
         `state` forces the state (with its failure and assessment fields); `body` replaces
         the whole answer (bytes are sent as they are, to test parsers); `status` sets the HTTP
-        status of that answer.
+        status of that answer. A training job's forced state also shows in list answers and
+        filters; a replaced body only in answers about that one job.
         """
         self._pin(job_id, state, body, status)
 
@@ -221,6 +283,10 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
         install(app, self.quota, _throttled)
         app.router.add_get(JOB_PATH, self._show_short_job)
         app.router.add_get(JOB_PATH + "/", self._show_short_job)
+        app.router.add_get(TRAINING_JOB_PATH, self._show_training_job)
+        app.router.add_get(TRAINING_JOB_PATH + "/", self._show_training_job)
+        app.router.add_get(TRAINING_LIST_PATH, self._list_training_jobs)
+        app.router.add_get(TRAINING_LIST_PATH + "/", self._list_training_jobs)
         # Anything else gets the gateway's JSON 404, not aiohttp's text one.
         app.router.add_route("*", "/{tail:.*}", _no_such_api)
         return app
@@ -228,10 +294,26 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
     # -- HTTP ---------------------------------------------------------------------------------
 
     async def _show_short_job(self, request: web.Request) -> web.StreamResponse:
-        job_ids = [request.match_info["job_id"]]
-        return await self._answer_or_fault(request, job_ids, FAULT_DIALECT, self._answer_request)
+        return await self._show(request, _Job)
 
-    async def _answer_request(self, request: web.Request) -> web.Response:
+    async def _show_training_job(self, request: web.Request) -> web.StreamResponse:
+        return await self._show(request, TrainingJob)
+
+    async def _show(
+        self, request: web.Request, kind: type[_Job] | type[TrainingJob]
+    ) -> web.StreamResponse:
+        async def answer(request: web.Request) -> web.Response:
+            return await self._answer_request(request, kind)
+
+        job_ids = [request.match_info["job_id"]]
+        return await self._answer_or_fault(request, job_ids, FAULT_DIALECT, answer)
+
+    async def _list_training_jobs(self, request: web.Request) -> web.StreamResponse:
+        # No job is named: only a fault set for the whole simulator hits a list.
+        return await self._answer_or_fault(request, (), FAULT_DIALECT, self._answer_list)
+
+    async def _admit(self, request: web.Request) -> web.Response | None:
+        """The gateway's refusal of a request (credentials, project), or None to answer it."""
         body = await request.read()
         path_project = request.match_info["project_id"]
         rejection = self._authenticate(request, body, path_project)
@@ -239,9 +321,18 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
             return rejection
         if path_project != self._project_id:
             return _error(403, "APIGW.0302", "The IAM user is not authorized to access the project")
+        return None
+
+    async def _answer_request(
+        self, request: web.Request, kind: type[_Job] | type[TrainingJob]
+    ) -> web.Response:
+        """One job's answer; a job of the other kind is as unknown as one that never was."""
+        rejection = await self._admit(request)
+        if rejection is not None:
+            return rejection
         job_id = request.match_info["job_id"]
         job = self._jobs.get(job_id)
-        if job is None:
+        if not isinstance(job, kind):
             return _error(404, "MSS.00000003", f"job {job_id} does not exist")
         override = job.override
         if override is not None and override.body is not None:
@@ -251,7 +342,23 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
                 )
             return _json(override.status, override.body)
         status = 200 if override is None else override.status
-        return _json(status, self._answer(job, self._clock()))
+        return _json(status, self.answer(job_id))
+
+    async def _answer_list(self, request: web.Request) -> web.Response:
+        rejection = await self._admit(request)
+        if rejection is not None:
+            return rejection
+        try:
+            query = parse_list_query(request.query)
+        except ValueError as error:
+            return _error(400, INVALID_PARAMETER, str(error))
+        now = self._clock()
+        views = (
+            self._training_view(job, now)
+            for job in self._jobs.values()
+            if isinstance(job, TrainingJob)
+        )
+        return _json(200, query.page(views))
 
     def _authenticate(
         self, request: web.Request, body: bytes, path_project: str
@@ -332,6 +439,13 @@ class MetaStudioSimulator(ScriptedSimulator[_Job]):
 
     # -- Job state ----------------------------------------------------------------------------
 
+    def _training_view(self, job: TrainingJob, now: float) -> TrainingView:
+        override = job.override
+        pinned = None
+        if override is not None and override.state is not None:
+            pinned = self._position(job, override.since)
+        return training_view(job, self._position(job, now), self._speed, pinned)
+
     def _answer(self, job: _Job, now: float) -> dict[str, object]:
         """The ShowShortJob body, keys in the document's order."""
         script = job.script
@@ -379,10 +493,12 @@ def demo_simulator(
     clock: Callable[[], float] = time.time,
     jobs: int = len(DEMO_JOBS),
     tokens: Collection[str] = (),
+    training_jobs: int = len(DEMO_TRAINING_JOBS),
 ) -> MetaStudioSimulator:
     """A simulator with looping jobs covering every script, staggered to show several states.
 
-    The first eight ids are `DEMO_JOBS`; more jobs (for benchmarks) reuse those scripts with
+    The first eight short-job ids are `DEMO_JOBS`, the first eight training-job ids
+    `DEMO_TRAINING_JOBS`; more jobs of either kind (for benchmarks) reuse those scripts with
     deterministic uuid5 ids and spread-out offsets.
     """
     sim = MetaStudioSimulator(
@@ -399,6 +515,22 @@ def demo_simulator(
             job_id = str(uuid.uuid5(_DEMO_NAMESPACE, f"demo-job-{index}"))
             offset = (offset + 97.0 * index) % script.seconds
         sim.add_job(job_id, script, millis=millis, loop=True, started=now - offset / speed)
+    for index in range(training_jobs):
+        spec = DEMO_TRAINING_SPECS[index % len(DEMO_TRAINING_SPECS)]
+        job_id, elapsed = spec.job_id, spec.elapsed
+        if index >= len(DEMO_TRAINING_SPECS):
+            job_id = str(uuid.uuid5(_DEMO_NAMESPACE, f"demo-training-job-{index}"))
+            elapsed = (elapsed + 971.0 * index) % spec.script.seconds
+        sim.add_training_job(
+            job_id,
+            spec.script,
+            job_type=spec.job_type,
+            tag=spec.tag,
+            batch_name=spec.batch_name,
+            millis=spec.millis,
+            loop=True,
+            started=now - elapsed / speed,
+        )
     return sim
 
 

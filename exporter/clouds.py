@@ -63,6 +63,8 @@ class DemoCloud:
     environ: Mapping[str, str] = field(repr=False)
     url: str
     stop: Callable[[], Awaitable[None]]
+    # The listed jobs' kinds, where not the cloud's default (`jobs[].kind`).
+    kinds: Mapping[str, str] = field(default_factory=dict)
 
 
 def _no_discovery(account: CloudAccount) -> None:
@@ -140,6 +142,7 @@ async def _huawei_simulator() -> DemoCloud:
         demo_simulator,
         start_simulator,
     )
+    from exporter.simulator.metastudio_training import DEMO_TRAINING_JOBS
 
     sim = demo_simulator(
         project_id=DEMO_PROJECT_ID, access_key=DEMO_ACCESS_KEY, secret_key=DEMO_SECRET_KEY
@@ -150,15 +153,26 @@ async def _huawei_simulator() -> DemoCloud:
         region="demo",
         project_id=DEMO_PROJECT_ID,
         endpoint=url,
-        # A budget its eight jobs fit in, so the demo shows the budget's series.
+        # A budget its jobs fit in, so the demo shows the budget's series.
         api_budget_rps=5.0,
         auth=HuaweiAuth(ak_env="CLOUDJOB_DEMO_HUAWEI_AK", sk_env="CLOUDJOB_DEMO_HUAWEI_SK"),
+        # Two training jobs are listed like configured ones; discovery finds the others, and
+        # list rounds keep them fresh.
+        discover=HuaweiDiscovery(interval=10.0, labels={"team": "demo"}),
     )
     environ = {
         "CLOUDJOB_DEMO_HUAWEI_AK": DEMO_ACCESS_KEY,
         "CLOUDJOB_DEMO_HUAWEI_SK": DEMO_SECRET_KEY,
     }
-    return DemoCloud(account, tuple(sim.job_ids()), environ, url, runner.cleanup)
+    training = DEMO_TRAINING_JOBS[:2]
+    return DemoCloud(
+        account,
+        (*sim.job_ids(), *training),
+        environ,
+        url,
+        runner.cleanup,
+        kinds=dict.fromkeys(training, "voice_training"),
+    )
 
 
 # -- Tencent Cloud CI ---------------------------------------------------------------------------

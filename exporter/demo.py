@@ -29,7 +29,7 @@ async def demo_overlay() -> AsyncIterator[Overlay]:
         overlay = Overlay(
             accounts={name: demo.account for name, demo in zip(names, started, strict=True)},
             jobs=[
-                JobConfig(account=name, id=job_id, labels=DEMO_LABELS)
+                JobConfig(account=name, id=job_id, labels=DEMO_LABELS, kind=demo.kinds.get(job_id))
                 for name, demo in zip(names, started, strict=True)
                 for job_id in demo.job_ids
             ],

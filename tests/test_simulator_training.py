@@ -186,7 +186,7 @@ async def test_official_sdk_parses_every_forced_state(no_proxy: None) -> None:
     sim.add_training_job("forced", ts.TRAINING_HAPPY, started=clock.now - 1000)
     async with serving(sim) as base_url:
         client = sdk_client(base_url)
-        for state in ts.JOB_STATES:
+        for state in sc.DOCUMENTED_STATES:
             sim.set_override("forced", state=state)
             parsed = await show(client, "forced")
             assert parsed.state == state
@@ -514,19 +514,19 @@ async def test_limits_1_and_100_are_accepted(
 
 def test_the_tour_visits_every_state_but_succeed_and_ends_failed() -> None:
     visited = [step.state for step in ts.TRAINING_TOUR.steps]
-    assert set(visited) == set(ts.JOB_STATES) - {"SUCCEED"}
+    assert set(visited) == set(sc.DOCUMENTED_STATES) - {"SUCCEED"}
     assert visited.count("AUDIT_FAILED") == 1
     assert visited[-1] == "FAILED"
     for state in ("AUDIT_FAILED", "SPLIT_FAILED", "USER_RESULT_REVIEW", "USER_REVIEW_REJECT"):
         after = visited[visited.index(state) + 1]
         assert after != "FAILED", state  # the job goes back, not on to the end
-    assert len(ts.JOB_STATES) == len(set(ts.JOB_STATES)) == 16
+    assert len(sc.DOCUMENTED_STATES) == len(set(sc.DOCUMENTED_STATES)) == 16
 
 
 def test_every_training_script_uses_sdk_states_and_explains_its_failures() -> None:
     for script in ts.ALL_TRAINING_SCRIPTS:
         for step in script.steps:
-            assert step.state in ts.JOB_STATES, (script.name, step.state)
+            assert step.state in sc.DOCUMENTED_STATES, (script.name, step.state)
             assert (step.failure is not None) is (step.state in FAILED_STATES), step
             if step.failure is not None:
                 assert re.fullmatch(r"MSS\.\d{8}", step.failure.code)

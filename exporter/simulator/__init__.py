@@ -41,7 +41,6 @@ from exporter.simulator.tencent_ci import (
 )
 from exporter.simulator.training_scripts import (
     ALL_TRAINING_SCRIPTS,
-    JOB_STATES,
     TRAINING_AUDIT_BOUNCE,
     TRAINING_FAILED,
     TRAINING_HAPPY,
@@ -62,7 +61,6 @@ __all__ = [
     "DEMO_TENCENT_SECRET_KEY",
     "DEMO_TRAINING_JOBS",
     "DEMO_TRAINING_SPECS",
-    "JOB_STATES",
     "SEED_SAMPLE_BODY",
     "SIMULATOR_KEY",
     "STATS_PATH",

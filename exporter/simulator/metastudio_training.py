@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from exporter.simulator.scripted import Override, Position
-from exporter.simulator.scripts import Failure, Script
+from exporter.simulator.scripts import DOCUMENTED_STATES, Failure, Script
 from exporter.simulator.training_scripts import (
     DEFAULT_TRAINING_FAILURES,
-    JOB_STATES,
     JOB_TAGS,
     TRAINING_AUDIT_BOUNCE,
     TRAINING_FAILED,
@@ -224,7 +223,7 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     Parameters the API ignores here (`create_since`, `update_until`, ...) and unknown ones are
     accepted and ignored.
     """
-    states = _choices(query, "state", JOB_STATES)
+    states = _choices(query, "state", DOCUMENTED_STATES)
     return ListQuery(
         offset=_integer(query, "offset", 0, 0, _MAX_OFFSET),
         limit=_integer(query, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 JOB_TYPE = "VOICE_ASSESS"
 
-# The 14 states of the ShowShortJob document, in rough lifecycle order.
+# The SDK's `JobState`, in its order, shared by short and training jobs: the 14 states of the
+# ShowShortJob document and the two user-review states it omits.
 DOCUMENTED_STATES = (
     "CREATING",
     "SYSTEM_AUDITING",
@@ -29,6 +30,8 @@ DOCUMENTED_STATES = (
     "PROCESSING",
     "RESULT_REVIEW",
     "AUDIT_FAILED",
+    "USER_RESULT_REVIEW",
+    "USER_REVIEW_REJECT",
     "UPLOADING",
     "FAILED",
     "SUCCEED",
@@ -36,7 +39,8 @@ DOCUMENTED_STATES = (
 
 # A job reports `assess_result` from the first of these states on: the assessment is computed
 # during PROCESSING and reviewed afterwards, so earlier states have nothing to show.
-ASSESSED_STATES = frozenset({"RESULT_REVIEW", "USER_RESULT_REVIEW", "SUCCEED"})
+# The undocumented QUALITY_CHECKING of UNDOCUMENTED_STATE is a review too.
+ASSESSED_STATES = frozenset({"RESULT_REVIEW", "USER_RESULT_REVIEW", "QUALITY_CHECKING", "SUCCEED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,14 +320,14 @@ OUT_OF_RANGE_SUCCEED = Script(
     OUT_OF_RANGE,
 )
 
-# USER_RESULT_REVIEW is in the SDK's JobState enum but not in the API document.
+# A state in neither the API document nor the SDK's JobState: a cloud may add one any day.
 UNDOCUMENTED_STATE = Script(
     "undocumented_state",
     (
         Step("CREATING", 30),
         Step("SYSTEM_AUDITING", 60),
         Step("PROCESSING", 600),
-        Step("USER_RESULT_REVIEW", 900),
+        Step("QUALITY_CHECKING", 900),
         Step("SUCCEED", _HOLD),
     ),
     IN_RANGE,

@@ -11,26 +11,6 @@ from __future__ import annotations
 
 from exporter.simulator.scripts import IN_RANGE, OUT_OF_RANGE, Failure, Script, Step
 
-# The SDK's `JobState`, in its order: the 14 states of the short-job document plus the two
-# user-review states.
-JOB_STATES = (
-    "CREATING",
-    "SYSTEM_AUDITING",
-    "AUDITING",
-    "WAITING_SPLIT",
-    "SPLITTING",
-    "SPLIT_FAILED",
-    "ANNOTATING",
-    "WAITING",
-    "PROCESSING",
-    "RESULT_REVIEW",
-    "AUDIT_FAILED",
-    "USER_RESULT_REVIEW",
-    "USER_REVIEW_REJECT",
-    "UPLOADING",
-    "FAILED",
-    "SUCCEED",
-)
 # The SDK's `JobType` (the training edition) and `JobTag` (what the voice is for).
 TRAINING_JOB_TYPES = ("BASIC", "MIDDLE", "ADVANCE", "THIRD_PARTY", "THIRD_PARTY_LJZN", "FLEXUS")
 JOB_TAGS = ("ECOMMERCE", "NEWS", "MARKETING", "LIVE", "EDUCATION", "CUSTOMER", "STORYTELLING")

@@ -99,11 +99,16 @@ STUCK_ALERTS = (("pending", "CloudJobStuckPending"), ("running", "CloudJobStuckR
 HUAWEI = 'provider="huawei_metastudio"'
 
 
+TRAINING = (HUAWEI, f'job_type=~"{"|".join(config.TRAINING_JOB_TYPES)}"')
+"""Matchers for series of Huawei voice training jobs: their `job_type` is the training type."""
+
+WAITING_ON_USER = f'state=~"{"|".join(config.WAITING_ON_USER_STATES)}"'
+"""Matches the states in which a job waits for its owner."""
+
+
 def training_jobs(*matchers: str) -> str:
-    """The info series of Huawei voice training jobs (and `matchers`): their `job_type` is the
-    training type."""
-    types = "|".join(config.TRAINING_JOB_TYPES)
-    return "cloudjob_job_info{" + ",".join((*matchers, HUAWEI, f'job_type=~"{types}"')) + "}"
+    """The info series of voice training jobs (and `matchers`)."""
+    return "cloudjob_job_info{" + ",".join((*matchers, *TRAINING)) + "}"
 
 
 def _hours(seconds: int) -> str:
@@ -215,7 +220,6 @@ def _waiting_on_user() -> dict[str, Any]:
     Its value is the seconds since the job's last state change. It needs cloudjob_job_state:
     only the state says that the owner must act, and what to do.
     """
-    states = "|".join(config.WAITING_ON_USER_STATES)
     limit = config.WAITING_ON_USER_SECONDS
     todo = _choose(
         [
@@ -228,7 +232,7 @@ def _waiting_on_user() -> dict[str, Any]:
         "CloudJobWaitingOnUser",
         f"(time() - cloudjob_job_updated_timestamp_seconds > {limit})"
         f" * on ({JOB}) group_left (state)"
-        f' (cloudjob_job_state{{state=~"{states}"}} == 1)',
+        f" (cloudjob_job_state{{{WAITING_ON_USER}}} == 1)",
         "warning",
         "Cloud job {{ $labels.job_id }} waits for its owner ({{ $labels.state }})",
         "Job {{ $labels.job_id }} of {{ $labels.account }} has been in {{ $labels.state }} for "

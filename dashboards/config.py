@@ -16,6 +16,7 @@ FOR = {
     "CloudJobFailed": "1m",
     "CloudJobStuckPending": "5m",
     "CloudJobStuckRunning": "5m",
+    "CloudJobWaitingOnUser": "5m",
     "CloudJobAssessmentOutOfRange": "1m",
     "CloudJobPollingFailing": "10m",
     "CloudJobPollsStale": "5m",
@@ -33,6 +34,28 @@ FOR = {
 
 # A job in one phase for longer than this (seconds since its last state change) is stuck.
 STUCK_SECONDS = {"pending": 3600, "running": 6 * 3600}
+
+# Huawei voice training jobs: `job_type` on cloudjob_job_info is one of these training types.
+TRAINING_JOB_TYPES = ("BASIC", "MIDDLE", "ADVANCE", "THIRD_PARTY", "THIRD_PARTY_LJZN", "FLEXUS")
+# A training job turns recordings into a voice model over hours to days, so the short-job limits
+# above would page for every normal one. Pending: WAITING queues the job for training capacity,
+# which a busy region may not free within the working day, so a full day. Running: one state
+# (PROCESSING alone can take a day, RESULT_REVIEW is a manual review) for three days, so a
+# one-day PROCESSING with room to spare, or a review begun on a Friday evening, stays quiet.
+TRAINING_STUCK_SECONDS = {"pending": 24 * 3600, "running": 72 * 3600}
+
+# Huawei states in the failed phase that are not terminal: the job waits for its owner, and
+# what the owner must do.
+WAITING_ON_USER_STATES = {
+    "AUDIT_FAILED": "re-upload the recordings",
+    "SPLIT_FAILED": "fix the data and submit it again",
+    "USER_REVIEW_REJECT": "review the rejected result",
+}
+# Failed states that are final: the job failed for good (Huawei, Tencent).
+TERMINAL_FAILED_STATES = ("FAILED", "Failed")
+# A job waiting on its owner this long (seconds since its last state change) is followed up:
+# a working day's grace to notice the bounce and act.
+WAITING_ON_USER_SECONDS = 24 * 3600
 # A job not polled for this long has stale series (terminal jobs are polled every 10 min).
 STALE_SECONDS = 1800
 # Window for counting auth and throttling failures.

@@ -52,11 +52,18 @@ from dashboards.config import (
     OVERDUE_INTERVALS,
     STALE_SECONDS,
     STUCK_SECONDS,
+    TRAINING_STUCK_SECONDS,
+    WAITING_ON_USER_SECONDS,
+    WAITING_ON_USER_STATES,
 )
 from dashboards.rules import (
     DETECTION_DELAY_BUCKET,
     QUEUE,
+    TRAINING,
+    WAITING_ON_USER,
     detection_delay_quantile,
+    stuck_jobs,
+    training_jobs,
     with_queue_name,
 )
 
@@ -283,9 +290,8 @@ def variables() -> list[Builder[model.VariableModel]]:
 
 def overview() -> list[Builder[model.Panel]]:
     stuck = " or ".join(
-        f"({sel('cloudjob_job_phase', phase_is(phase))} == 1 and on ({JOB})"
-        f" (time() - cloudjob_job_updated_timestamp_seconds > {seconds}))"
-        for phase, seconds in STUCK_SECONDS.items()
+        f"({stuck_jobs(phase, sel('cloudjob_job_phase', phase_is(phase)))})"
+        for phase in STUCK_SECONDS
     )
     by_phase = panel(
         a_bargauge(),
@@ -308,7 +314,9 @@ def overview() -> list[Builder[model.Panel]]:
         job_count(
             "Stuck",
             f"Jobs pending for over {STUCK_SECONDS['pending'] // 60} min or in one running state "
-            f"for over {STUCK_SECONDS['running'] // 3600} h, as the stuck alerts count them.",
+            f"for over {STUCK_SECONDS['running'] // 3600} h (voice training jobs: "
+            f"{TRAINING_STUCK_SECONDS['pending'] // 3600} h and "
+            f"{TRAINING_STUCK_SECONDS['running'] // 3600} h), as the stuck alerts count them.",
             per_job(f"({stuck})"),
         ),
         panel(
@@ -848,12 +856,127 @@ def polling_budget() -> list[Builder[model.Panel]]:
     ]
 
 
+def training(metric: str, *matchers: str) -> str:
+    """`metric` of the selected voice training jobs (the job type variable applies too)."""
+    return sel(metric, JOB_TYPE, *TRAINING, *matchers)
+
+
+def waiting_on_user_table() -> table.Panel:
+    waiting = per_job(sel("cloudjob_job_state", WAITING_ON_USER) + " == 1")
+    updated = sel("cloudjob_job_updated_timestamp_seconds")
+    return (
+        panel(
+            table.Panel(),
+            "Jobs waiting on their owner",
+            f"Jobs in {', '.join(WAITING_ON_USER_STATES)}, short and training alike: not "
+            "finished, and not moving until their owner re-uploads, fixes the data or reviews "
+            f"the result. Red past {WAITING_ON_USER_SECONDS // 3600} h, when "
+            "CloudJobWaitingOnUser fires.",
+            "none",
+            [
+                column(waiting, "state"),
+                column(
+                    f"{sel('cloudjob_job_info', JOB_TYPE)} and on ({JOB}) ({waiting})", "job_type"
+                ),
+                column(f"1000 * {updated} and on ({JOB}) ({waiting})"),
+                column(f"time() - {updated} and on ({JOB}) ({waiting})"),
+            ],
+            size=(12, 8),
+        )
+        .transformations(
+            merged(
+                ("Value #A", "Value #B"),
+                {
+                    "account": "Account",
+                    "provider": "Provider",
+                    "job_id": "Job",
+                    "job_type": "Type",
+                    "state": "State",
+                    "Value #C": "Since",
+                    "Value #D": "Waiting",
+                },
+            )
+        )
+        .override_by_name("Since", unit("dateTimeFromNow"))
+        .override_by_name(
+            "Waiting",
+            [
+                *unit("s"),
+                DynamicConfigValue(
+                    id_val="thresholds",
+                    value=thresholds(((None, "green"), (WAITING_ON_USER_SECONDS, "red"))).build(),
+                ),
+                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+            ],
+        )
+        .sort_by([common.TableSortByFieldState().display_name("Waiting").desc(True)])
+    )
+
+
+def voice_training() -> list[Builder[model.Panel]]:
+    """Huawei voice training jobs: ordinary jobs whose `job_type` is a training type."""
+    durations = [
+        target(
+            f"histogram_quantile({q}, sum by (job_type, le) (rate("
+            f"{training('cloudjob_completed_job_duration_seconds_bucket', phase_is('succeeded'))}"
+            "[1d])))",
+            f"p{q[2:]} {{{{job_type}}}}",
+        )
+        for q in ("0.5", "0.9")
+    ]
+    return [
+        panel(
+            a_bargauge(),
+            "Training jobs by state",
+            "Tracked voice training jobs per Huawei state now: where the training pipeline holds "
+            f"them ({', '.join(WAITING_ON_USER_STATES)} wait for their owner).",
+            "short",
+            [
+                target(
+                    f"sum by (state) ({sel('cloudjob_job_state')} == 1"
+                    f" and on ({JOB}) {training_jobs(SCOPE, JOB_TYPE)})",
+                    "{{state}}",
+                    instant=True,
+                )
+            ],
+            size=(12, 8),
+        ).decimals(0),
+        waiting_on_user_table(),
+        panel(
+            a_timeseries(),
+            "Training failures by code",
+            "Voice training jobs entering the failed phase in the past hour, by training type and "
+            "failure code; bounces back to the owner (AUDIT_FAILED, ...) count as failures too.",
+            "short",
+            [
+                target(
+                    f"sum by (job_type, code) ({training('cloudjob:failures:rate1h')})",
+                    "{{job_type}} {{code}}",
+                )
+            ],
+            size=(12, 8),
+            steps=RED_FROM_ONE,
+        ),
+        panel(
+            a_timeseries(),
+            "Training duration",
+            "Creation-to-success time of voice training jobs that succeeded in the past day, "
+            "p50/p90 per training type. The duration histogram's last bucket is 1 day: a quantile "
+            "among longer trainings reads as 1 day.",
+            "s",
+            durations,
+            size=(12, 8),
+        ),
+    ]
+
+
 ROWS = {
     "Overview": overview,
     "Jobs": jobs,
     "Queues": queues,
     "Failures": failures,
     "Assessment quality": assessments,
+    "Voice training": voice_training,
     "Job latency": latency,
     "Exporter health": exporter_health,
     "Polling budget": polling_budget,

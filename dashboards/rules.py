@@ -96,22 +96,149 @@ def _alert(
 
 STUCK_ALERTS = (("pending", "CloudJobStuckPending"), ("running", "CloudJobStuckRunning"))
 
+HUAWEI = 'provider="huawei_metastudio"'
+
+
+TRAINING = (HUAWEI, f'job_type=~"{"|".join(config.TRAINING_JOB_TYPES)}"')
+"""Matchers for series of Huawei voice training jobs: their `job_type` is the training type."""
+
+WAITING_ON_USER = f'state=~"{"|".join(config.WAITING_ON_USER_STATES)}"'
+"""Matches the states in which a job waits for its owner."""
+
+
+def training_jobs(*matchers: str) -> str:
+    """The info series of voice training jobs (and `matchers`)."""
+    return "cloudjob_job_info{" + ",".join((*matchers, *TRAINING)) + "}"
+
 
 def _hours(seconds: int) -> str:
     return f"{seconds / 3600:g}h"
 
 
+def stuck_jobs(phase: str, phase_series: str | None = None) -> str:
+    """Jobs in `phase` whose last state change is older than their kind's limit; the value is
+    the seconds since that change.
+
+    Voice training jobs are told apart by `job_type` on cloudjob_job_info; a job without that
+    series (`metrics.exclude` can drop it) gets the short-job limit, as before training jobs
+    existed, so dropping it never silences a short job.
+    """
+    series = phase_series or f'cloudjob_job_phase{{phase="{phase}"}}'
+
+    def unchanged_for_over(seconds: int) -> str:
+        # `group_left ()` keeps the phase series' labels (one-to-one matching would keep only
+        # the `on` ones), so the alert's labels are those it always had.
+        return (
+            f"({series} == 1) * on ({JOB}) group_left ()"
+            f" (time() - cloudjob_job_updated_timestamp_seconds > {seconds})"
+        )
+
+    short = unchanged_for_over(config.STUCK_SECONDS[phase])
+    training = unchanged_for_over(config.TRAINING_STUCK_SECONDS[phase])
+    return (
+        f"({short} unless on ({JOB}) {training_jobs()})"
+        f" or ({training} and on ({JOB}) {training_jobs()})"
+    )
+
+
 def _stuck(phase: str, name: str) -> dict[str, Any]:
     """A job that has not changed state for too long in a non-terminal phase."""
-    threshold = config.STUCK_SECONDS[phase]
+    short = _hours(config.STUCK_SECONDS[phase])
+    training = _hours(config.TRAINING_STUCK_SECONDS[phase])
     return _alert(
         name,
-        f'(cloudjob_job_phase{{phase="{phase}"}} == 1) and on ({JOB})'
-        f" (time() - cloudjob_job_updated_timestamp_seconds > {threshold})",
+        stuck_jobs(phase),
         "warning",
         f"Cloud job {{{{ $labels.job_id }}}} has been {phase} too long",
         f"Job {{{{ $labels.job_id }}}} of {{{{ $labels.account }}}} has been {phase} without a "
-        f"state change for more than {_hours(threshold)}.",
+        f"state change for {{{{ $value | humanizeDuration }}}}: over the {short} limit of a short "
+        f"or Tencent job, or the {training} of a voice training job.",
+    )
+
+
+def _choose(cases: list[tuple[str, str]], otherwise: str) -> str:
+    """A Go template choosing the text of the first true condition of `cases`."""
+    branches = "".join(
+        f"{{{{ {'if' if index == 0 else 'else if'} {condition} }}}}{text}"
+        for index, (condition, text) in enumerate(cases)
+    )
+    return f"{branches}{{{{ else }}}}{otherwise}{{{{ end }}}}"
+
+
+def _query_job(metric: str, suffix: str = "") -> str:
+    """A template pipeline querying `metric` of the alert's job."""
+    return (
+        f'printf "{metric}{{account=%q,provider=%q,job_id=%q}}{suffix}"'
+        " $labels.account $labels.provider $labels.job_id | query"
+    )
+
+
+def _failed() -> dict[str, Any]:
+    """A job in the failed phase, and whether it waits for its owner or failed for good.
+
+    The job's state is read in the description (a query at alert time), not added as a label:
+    labels are an alert's identity in Alertmanager, and a job can go from AUDIT_FAILED to FAILED
+    without leaving the failed phase (one failure, counted once), which with a `state` label
+    would resolve one alert and page a second. The expression is unchanged, so the alert fires
+    without cloudjob_job_state (`metrics.exclude`) and with `state_series: current`; without the
+    state, the job's finish time, present only in a terminal state, tells a final failure.
+    """
+    for_good = ": it failed for good; resubmit it once the cause is fixed."
+    final = " ".join(f'"{state}"' for state in config.TERMINAL_FAILED_STATES)
+    verdict = _choose(
+        [
+            (
+                f'eq $state "{state}"',
+                f" ({state}): it is not finished but waits for its owner to {action}.",
+            )
+            for state, action in config.WAITING_ON_USER_STATES.items()
+        ]
+        + [
+            (f"eq $state {final}", " ({{ $state }})" + for_good),
+            (_query_job("cloudjob_job_finished_timestamp_seconds"), for_good),
+        ],
+        ".",
+    )
+    return _alert(
+        "CloudJobFailed",
+        f'(cloudjob_job_phase{{phase="failed"}} == 1)'
+        f" * on ({JOB}) group_left (code) cloudjob_job_failure_info",
+        "warning",
+        "Cloud job {{ $labels.job_id }} failed ({{ $labels.code }})",
+        '{{ $state := "" }}'
+        f"{{{{ range {_query_job('cloudjob_job_state', ' == 1')} }}}}"
+        "{{ $state = .Labels.state }}{{ end }}"
+        "Job {{ $labels.job_id }} of account {{ $labels.account }} ({{ $labels.provider }}) "
+        f"is in a failed state with code {{{{ $labels.code }}}}{verdict} The reason is in the "
+        "exporter's /api/v1/jobs.",
+    )
+
+
+def _waiting_on_user() -> dict[str, Any]:
+    """A job bounced back to its owner (failed, not terminal) who has not acted for long.
+
+    Its value is the seconds since the job's last state change. It needs cloudjob_job_state:
+    only the state says that the owner must act, and what to do.
+    """
+    limit = config.WAITING_ON_USER_SECONDS
+    todo = _choose(
+        [
+            (f'eq $labels.state "{state}"', action)
+            for state, action in config.WAITING_ON_USER_STATES.items()
+        ],
+        "act",
+    )
+    return _alert(
+        "CloudJobWaitingOnUser",
+        f"(time() - cloudjob_job_updated_timestamp_seconds > {limit})"
+        f" * on ({JOB}) group_left (state)"
+        f" (cloudjob_job_state{{{WAITING_ON_USER}}} == 1)",
+        "warning",
+        "Cloud job {{ $labels.job_id }} waits for its owner ({{ $labels.state }})",
+        "Job {{ $labels.job_id }} of {{ $labels.account }} has been in {{ $labels.state }} for "
+        f"{{{{ $value | humanizeDuration }}}}, over {_hours(limit)}: it is not finished and does "
+        f"not move until its owner acts. Ask the job's owner to {todo}; the reason is in the "
+        "exporter's /api/v1/jobs.",
     )
 
 
@@ -199,17 +326,9 @@ def _detection_slow() -> dict[str, Any]:
 def alerting_rules(for_override: str | None = None) -> list[dict[str, Any]]:
     """The alerts; `for_override` shortens every `for:` (the end-to-end test uses it)."""
     rules = [
-        _alert(
-            "CloudJobFailed",
-            f'(cloudjob_job_phase{{phase="failed"}} == 1)'
-            f" * on ({JOB}) group_left (code) cloudjob_job_failure_info",
-            "warning",
-            "Cloud job {{ $labels.job_id }} failed ({{ $labels.code }})",
-            "Job {{ $labels.job_id }} of account {{ $labels.account }} ({{ $labels.provider }}) "
-            "is in a failed state with code {{ $labels.code }}. The reason is in the exporter's "
-            "/api/v1/jobs.",
-        ),
+        _failed(),
         *(_stuck(phase, name) for phase, name in STUCK_ALERTS),
+        _waiting_on_user(),
         _alert(
             "CloudJobAssessmentOutOfRange",
             "cloudjob_job_assessment_status != 0",

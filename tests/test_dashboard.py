@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.generate import DASHBOARD_FILE, dashboard_text
+from dashboards.generate import DASHBOARD_FILE, RULES_FILE, dashboard_text
 
 
 def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -67,6 +67,7 @@ def test_the_issue_rows_are_all_there() -> None:
         "Queues",
         "Failures",
         "Assessment",
+        "Voice training",
         "latency",
         "health",
         "budget",
@@ -116,3 +117,103 @@ def test_every_query_is_promql_that_promtool_accepts(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
+
+
+def _row(title: str) -> list[dict[str, Any]]:
+    panels = _model()["panels"]
+    start = next(i for i, p in enumerate(panels) if p["title"] == title) + 1
+    end = next((i for i, p in enumerate(panels[start:], start) if p["type"] == "row"), len(panels))
+    return panels[start:end]
+
+
+HW = 'account="hw",provider="huawei_metastudio"'
+# A training job bounced to AUDIT_FAILED and a short job in SPLIT_FAILED (state_series all: their
+# other states at 0), and a Tencent job whose type shares a training type's name. Evaluated at 2h.
+TRAINING_ROW_SERIES = [
+    (f'cloudjob_job_info{{{HW},job_id="t1",job_type="BASIC"}}', "1x120"),
+    (f'cloudjob_job_state{{{HW},job_id="t1",state="AUDIT_FAILED"}}', "1x120"),
+    (f'cloudjob_job_state{{{HW},job_id="t1",state="PROCESSING"}}', "0x120"),
+    (f'cloudjob_job_updated_timestamp_seconds{{{HW},job_id="t1"}}', "0x120"),
+    (f'cloudjob_job_info{{{HW},job_id="s1",job_type="VOICE_ASSESS"}}', "1x120"),
+    (f'cloudjob_job_state{{{HW},job_id="s1",state="SPLIT_FAILED"}}', "1x120"),
+    (f'cloudjob_job_state{{{HW},job_id="s1",state="AUDIT_FAILED"}}', "0x120"),
+    (f'cloudjob_job_updated_timestamp_seconds{{{HW},job_id="s1"}}', "3600x120"),
+    ('cloudjob_job_info{account="tc",provider="tencent_ci",job_id="c1",job_type="BASIC"}', "1x120"),
+    ('cloudjob_job_state{account="tc",provider="tencent_ci",job_id="c1",state="Failed"}', "1x120"),
+    # One failure a minute: 60 in the recording rule's hour, for each of the three kinds.
+    (f'cloudjob_failures_total{{{HW},job_type="BASIC",code="MSS.A"}}', "0+1x120"),
+    (f'cloudjob_failures_total{{{HW},job_type="VOICE_ASSESS",code="MSS.S"}}', "0+1x120"),
+    (
+        'cloudjob_failures_total{account="tc",provider="tencent_ci",job_type="BASIC",code="E"}',
+        "0+1x120",
+    ),
+    # Trainings ending between 1 h and 2 h (median 5400 s by interpolation), short jobs in 1 min.
+    *(
+        (
+            f'cloudjob_completed_job_duration_seconds_bucket{{{HW},job_type="{job_type}",'
+            f'phase="succeeded",le="{le}"}}',
+            values,
+        )
+        for job_type, buckets in (
+            ("BASIC", (("60", "0x120"), ("3600", "0x120"), ("7200", "0+1x120"))),
+            ("VOICE_ASSESS", (("60", "0+5x120"), ("3600", "0+5x120"), ("7200", "0+5x120"))),
+        )
+        for le, values in (*buckets, ("+Inf", buckets[-1][1]))
+    ),
+]
+# (panel title, query index) -> the samples it must return.
+TRAINING_ROW_ANSWERS = {
+    ("Training jobs by state", 0): [('{state="AUDIT_FAILED"}', 1)],
+    ("Jobs waiting on their owner", 0): [
+        (f'{{{HW},job_id="t1",state="AUDIT_FAILED"}}', 1),
+        (f'{{{HW},job_id="s1",state="SPLIT_FAILED"}}', 1),
+    ],
+    ("Jobs waiting on their owner", 3): [
+        (f'{{{HW},job_id="t1"}}', 7200),
+        (f'{{{HW},job_id="s1"}}', 3600),
+    ],
+    ("Training failures by code", 0): [('{job_type="BASIC",code="MSS.A"}', 60)],
+    ("Training duration", 0): [('{job_type="BASIC"}', 5400)],
+}
+
+
+def test_the_voice_training_row_answers_for_training_jobs_only(tmp_path: Path) -> None:
+    """The row's queries, variables at All, against Prometheus' engine (promtool's unit tests)
+    with training, short and Tencent jobs: state counts, failures and durations are the training
+    jobs' alone; the waiting table lists short jobs too, since they wait on their owner alike."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make test` installs Debian's prometheus package")
+    row = {panel["title"]: panel for panel in _row("Voice training")}
+    assert set(row) >= {title for title, _ in TRAINING_ROW_ANSWERS}
+    tests = [
+        {
+            "expr": re.sub(r"\$\w+", ".*", row[title]["targets"][index]["expr"]),
+            "eval_time": "2h",
+            "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+        }
+        for (title, index), samples in TRAINING_ROW_ANSWERS.items()
+    ]
+    path = tmp_path / "training-row.test.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES_FILE)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {"series": series, "values": values}
+                            for series, values in TRAINING_ROW_SERIES
+                        ],
+                        "promql_expr_test": tests,
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from dashboards import config
 from dashboards.rules import rules_text
+from exporter.states import HUAWEI_TABLE, TENCENT_TABLE, Phase, StateTable
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 RULES = DASHBOARDS / "cloudjob-exporter.rules.yaml"
@@ -70,3 +72,25 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section() -> None:
 def test_alerts_select_on_metric_names_not_on_a_scrape_job_label() -> None:
     for rule in _alerts():
         assert "job=" not in rule["expr"].replace("job_id", "")
+
+
+def _failed_states(table: StateTable, *, terminal: bool) -> set[str]:
+    return {
+        state
+        for state, phase in table.phases.items()
+        if phase is Phase.FAILED and table.is_terminal(state, phase, True) is terminal
+    }
+
+
+def test_the_alerts_name_the_failed_states_as_the_exporter_maps_them() -> None:
+    """CloudJobFailed's text and CloudJobWaitingOnUser follow the exporter's state tables: every
+    failed state that waits for its owner, and every final one, is named."""
+    for state in config.WAITING_ON_USER_STATES:
+        phase, known = HUAWEI_TABLE.phase_of(state)
+        assert phase is Phase.FAILED, state
+        assert not HUAWEI_TABLE.is_terminal(state, phase, known), state
+    assert _failed_states(HUAWEI_TABLE, terminal=False) <= set(config.WAITING_ON_USER_STATES)
+    final = _failed_states(HUAWEI_TABLE, terminal=True) | _failed_states(
+        TENCENT_TABLE, terminal=True
+    )
+    assert final == set(config.TERMINAL_FAILED_STATES)

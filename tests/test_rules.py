@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from dashboards import config
 from dashboards.rules import rules_text
+from exporter.accounts import TrainingType
 from exporter.states import HUAWEI_TABLE, TENCENT_TABLE, Phase, StateTable
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
@@ -94,3 +95,9 @@ def test_the_alerts_name_the_failed_states_as_the_exporter_maps_them() -> None:
         TENCENT_TABLE, terminal=True
     )
     assert final == set(config.TERMINAL_FAILED_STATES)
+
+
+def test_the_training_types_the_rules_single_out_are_the_exporters() -> None:
+    """The stuck alerts' longer limits and the Voice training row pick training jobs by these
+    `job_type` values: they must be the ones the config accepts (the SDK's JobType)."""
+    assert get_args(TrainingType) == config.TRAINING_JOB_TYPES

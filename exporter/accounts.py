@@ -200,7 +200,7 @@ class ListDiscovery(Strict):
         raise NotImplementedError
 
 
-def _known_states(states: list[str], known: Mapping[str, object], extra: tuple[str, ...]) -> None:
+def _check_states(states: list[str], known: Mapping[str, object], extra: tuple[str, ...]) -> None:
     for state in states:
         if state not in known and state not in extra:
             raise ValueError(f"unknown state {state!r} (known: {', '.join([*known, *extra])})")
@@ -240,7 +240,7 @@ class HuaweiDiscovery(ListDiscovery):
     @field_validator("states")
     @classmethod
     def _known_states(cls, states: list[str]) -> list[str]:
-        _known_states(states, HUAWEI_STATES, ())
+        _check_states(states, HUAWEI_STATES, ())
         return states
 
     @field_validator("job_types")
@@ -353,7 +353,7 @@ class Discovery(ListDiscovery):
     @field_validator("states")
     @classmethod
     def _known_states(cls, states: list[str]) -> list[str]:
-        _known_states(states, TENCENT_STATES, ("All",))
+        _check_states(states, TENCENT_STATES, ("All",))
         return states
 
     @model_validator(mode="after")

@@ -253,7 +253,9 @@ class HuaweiMetaStudio(AccountClient[HuaweiAccount, HuaweiCredentials]):
 
     @functools.cached_property
     def _paths(self) -> dict[str, str]:
-        """Each kind's look-up path, up to the job id."""
+        """Each kind's look-up path, up to the job id: huaweicloudsdkmetastudio
+        `MetaStudioClient.show_short_job` and `show_voice_training_job` (API reference
+        "Querying Voice Training Task Details")."""
         return {
             SHORT_JOB: self._manage_path + "short-jobs/",
             VOICE_TRAINING: self._manage_path + "jobs/",

@@ -47,7 +47,6 @@ from exporter.simulator.scripts import (
     SPLIT_NO_SPEECH,
     UNDOCUMENTED_STATE,
     UNPARSEABLE_ASSESSMENT,
-    Failure,
     Script,
     ScriptLike,
     script_of,
@@ -457,7 +456,7 @@ class MetaStudioSimulator(ScriptedSimulator[_Job | TrainingJob]):
         assessed = first_assessed is not None and position.step >= first_assessed
         if job.override is not None and job.override.state is not None:
             state, updated = job.override.state, job.override.since
-            failure = _failure_for(script, state)
+            failure = script.failure_in(state, _DEFAULT_FAILURES)
             assessed = script.assessment is not None and state in ASSESSED_STATES
 
         def stamp(moment: float) -> int:
@@ -475,13 +474,6 @@ class MetaStudioSimulator(ScriptedSimulator[_Job | TrainingJob]):
 
 
 SIMULATOR_KEY = web.AppKey("metastudio_simulator", MetaStudioSimulator)
-
-
-def _failure_for(script: Script, state: str) -> Failure | None:
-    for step in script.steps:
-        if step.state == state and step.failure is not None:
-            return step.failure
-    return _DEFAULT_FAILURES.get(state)
 
 
 def demo_simulator(

@@ -95,7 +95,7 @@ def training_view(
         at_pin = position if pinned is None else pinned
         scripted_state = script.steps[at_pin.step].state
         state, updated = override.state, override.since
-        failure = _failure_for(script, state)
+        failure = script.failure_in(state, DEFAULT_TRAINING_FAILURES)
         rejections = _rejections(script, at_pin.step)
         if state == "AUDIT_FAILED" and scripted_state != "AUDIT_FAILED":
             rejections += 1
@@ -112,13 +112,6 @@ def _rejections(script: Script, step: int) -> int:
         if current.state == "AUDIT_FAILED"
         and (index == 0 or steps[index - 1].state != "AUDIT_FAILED")
     )
-
-
-def _failure_for(script: Script, state: str) -> Failure | None:
-    for step in script.steps:
-        if step.state == state and step.failure is not None:
-            return step.failure
-    return DEFAULT_TRAINING_FAILURES.get(state)
 
 
 def _answer(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 JOB_TYPE = "VOICE_ASSESS"
@@ -110,6 +110,14 @@ class Script:
                     f"script {self.name!r}: step {index} ({step.state}) needs a positive "
                     "duration (infinite only on the last step)"
                 )
+
+    def failure_in(self, state: str, defaults: Mapping[str, Failure]) -> Failure | None:
+        """What a job forced into `state` reports as its failure: its own step's in that
+        state, else the cloud's default for it."""
+        for step in self.steps:
+            if step.state == state and step.failure is not None:
+                return step.failure
+        return defaults.get(state)
 
     @property
     def seconds(self) -> float:

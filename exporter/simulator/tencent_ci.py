@@ -980,12 +980,7 @@ def _queue_node(queue: Queue) -> XmlNode:
 
 
 def _failure_for(script: Script, state: str) -> Failure | None:
-    if state != "Failed":
-        return None
-    for step in script.steps:
-        if step.state == state and step.failure is not None:
-            return step.failure
-    return JOB_FAILED
+    return script.failure_in(state, {"Failed": JOB_FAILED}) if state == "Failed" else None
 
 
 def demo_tencent_simulator(

@@ -267,11 +267,12 @@ class HuaweiDiscovery(ListDiscovery):
         return HUAWEI_TABLE.unfinished
 
     def walk_of(self, snapshot: JobSnapshot) -> str | None:
-        extra = dict(snapshot.extra)
-        if (self.tag is not None and extra.get("tag") != self.tag) or (
-            self.batch_name is not None and extra.get("batch_name") != self.batch_name
-        ):
-            return None
+        if self.tag is not None or self.batch_name is not None:
+            extra = dict(snapshot.extra)
+            if (self.tag is not None and extra.get("tag") != self.tag) or (
+                self.batch_name is not None and extra.get("batch_name") != self.batch_name
+            ):
+                return None
         if not self.job_types:
             return ""
         return snapshot.job_type if snapshot.job_type in self.job_types else None

@@ -5,9 +5,10 @@ config, registration and refresh rules of `jobs[].kind` and `discover`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -26,6 +27,7 @@ from exporter.accounts import HuaweiAccount, HuaweiCredentials, HuaweiDiscovery
 from exporter.config import ConfigError, JobConfig, Settings, load_settings
 from exporter.lifecycle import Conflict, InvalidKind, Lifecycle
 from exporter.model import Phase, ResponseParseError
+from exporter.providers.base import JobList
 from exporter.providers.huawei_metastudio import (
     HuaweiMetaStudio,
     parse_training_job,
@@ -37,6 +39,7 @@ from exporter.store import JobKey, Store
 from tests.support import ServerFactory
 from tests.test_signing_huawei import _dates, _headers, _hosts, _keys, _paths, _query, sdk_sign
 
+T = TypeVar("T")
 PROJECT = "3f0924078d1b471c884a5383d4dec9fa"
 JOB = "8c6e0a3e-5a4b-4f7e-9d2c-1b0a9f8e7d6c"
 
@@ -82,18 +85,20 @@ def test_the_get_signer_signs_a_query_as_the_official_sdk_does(
     assert signer.sign(path, when, query)["Authorization"] == theirs["Authorization"]
 
 
-async def _sent(
-    aiohttp_server: ServerFactory, body: dict[str, Any], call: Any, **discover: Any
-) -> web.Request:
-    """The one request the provider sends for `call`, answered with `body`."""
-    captured: list[web.Request] = []
+async def _answering(
+    aiohttp_server: ServerFactory,
+    answer: Callable[[web.Request], dict[str, Any]],
+    call: Callable[[HuaweiMetaStudio], Awaitable[T]],
+    **discover: Any,
+) -> T:
+    """What `call` returns from a provider (AK/SK, an app user id, `discover`) whose endpoint
+    answers every GET with `answer(request)`."""
 
-    async def record(request: web.Request) -> web.Response:
-        captured.append(request)
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+    async def respond(request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(answer(request)), content_type="application/json")
 
     app = web.Application()
-    app.router.add_get("/{tail:.*}", record)
+    app.router.add_get("/{tail:.*}", respond)
     server = await aiohttp_server(app)
     account = HuaweiAccount(
         provider="huawei_metastudio",
@@ -113,7 +118,23 @@ async def _sent(
             timeout=5,
             now=time.time,
         )
-        await call(provider)
+        return await call(provider)
+
+
+async def _sent(
+    aiohttp_server: ServerFactory,
+    body: dict[str, Any],
+    call: Callable[[HuaweiMetaStudio], Awaitable[object]],
+    **discover: Any,
+) -> web.Request:
+    """The one request the provider sends for `call`, answered with `body`."""
+    captured: list[web.Request] = []
+
+    def record(request: web.Request) -> dict[str, Any]:
+        captured.append(request)
+        return body
+
+    await _answering(aiohttp_server, record, call, **discover)
     (request,) = captured
     return request
 
@@ -291,31 +312,13 @@ async def test_pages_follow_offsets_until_count_and_old_jobs_are_left_out(
         "2": {"count": 3, "jobs": [_info(job_id="old", create_time=1_000)]},
     }
 
-    async def answer(request: web.Request) -> web.Response:
-        return web.Response(
-            body=orjson.dumps(answers[request.query["offset"]]), content_type="application/json"
-        )
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    server = await aiohttp_server(app)
-    account = HuaweiAccount(
-        provider="huawei_metastudio",
-        region="r",
-        project_id=PROJECT,
-        endpoint=str(server.make_url("/")),
-        discover=HuaweiDiscovery(),
-    )
-    async with aiohttp.ClientSession() as session:
-        provider = HuaweiMetaStudio(
-            account="hw",
-            config=account,
-            credentials=HuaweiCredentials(token=SecretStr("t")),
-            session=session,
-            timeout=5,
-        )
+    async def both_pages(provider: HuaweiMetaStudio) -> tuple[JobList, JobList]:
         first = await provider.list_jobs(1_500, job_type="")
-        second = await provider.list_jobs(1_500, first.next_token, job_type="")
+        return first, await provider.list_jobs(1_500, first.next_token, job_type="")
+
+    first, second = await _answering(
+        aiohttp_server, lambda request: answers[request.query["offset"]], both_pages
+    )
     assert (first.next_token, second.next_token) == ("2", None)
     # create_time 1_700_000_000_000 is milliseconds, far after `since`.
     assert [job.job_id for job in first.jobs] == ["new", "x"]
@@ -438,3 +441,24 @@ def test_the_time_filter_left_out_is_the_one_the_sdk_has() -> None:
 
     assert {"create_since", "update_since"} <= set(ListVoiceTrainingJobRequest.attribute_map)
     assert datetime.now(UTC).year >= 2026
+
+
+@pytest.mark.parametrize(
+    ("filters", "fields", "walk"),
+    [
+        ({}, {}, ""),
+        ({"job_types": ["BASIC", "FLEXUS"]}, {}, "BASIC"),
+        ({"job_types": ["FLEXUS"]}, {}, None),
+        ({"tag": "NEWS", "batch_name": "autumn"}, {}, ""),
+        ({"tag": "LIVE"}, {}, None),
+        ({"batch_name": "spring"}, {}, None),
+        ({"tag": "NEWS"}, {"tag": None}, None),
+    ],
+)
+def test_a_refresh_round_covers_only_the_training_jobs_its_walks_list(
+    filters: dict[str, Any], fields: dict[str, Any], walk: str | None
+) -> None:
+    """Which walk's pages show a job decides whether list rounds keep it fresh (refresh.py):
+    one the filters leave out must keep its own polls."""
+    snapshot = parse_training_job(orjson.dumps(_info(**fields)), JOB)
+    assert HuaweiDiscovery(**filters).walk_of(snapshot) == walk

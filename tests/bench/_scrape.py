@@ -117,10 +117,10 @@ def wait_until_polled(exporter: Exporter, jobs: int) -> float:
         # alone, "none unpolled" read before the SIGHUP took effect and "all tracked" read
         # just after it once ended the wait before any job was polled. The full list (a large
         # answer, and RSS the memory figure would count) is asked for only at the ends.
-        waiting, sample = _count_jobs(exporter, "?phase=unknown")
-        tracked = _count_jobs(exporter, "")[0] if waiting == 0 else None
+        waiting, sample = _count_jobs(exporter, "?phase=unknown&all=1")
+        tracked = _count_jobs(exporter, "?all=1")[0] if waiting == 0 else None
         if tracked == jobs:
-            waiting, sample = _count_jobs(exporter, "?phase=unknown")
+            waiting, sample = _count_jobs(exporter, "?phase=unknown&all=1")
         now = time.monotonic()
         if tracked == jobs and waiting == 0:
             return now - started

@@ -197,21 +197,30 @@ class Attention:
     detail: str
 
 
+# The attention list's order: what the exporter cannot see first, then what the user must do.
+ATTENTION_ORDER = ("polls_failing", "failed", "waiting_on_user", "overdue")
+
+
 def needs_attention(
     jobs: Iterable[JobState], limits: Mapping[tuple[str, str, str], float], now: float
 ) -> tuple[list[Attention], int]:
-    """The jobs someone should look at (capped at ATTENTION_CAP), and how many there are."""
-    found: list[Attention] = []
+    """The jobs someone should look at, most urgent kind first, at most ATTENTION_CAP of them;
+    and how many there are in all."""
+    found: dict[str, list[Attention]] = {why: [] for why in ATTENTION_ORDER}
     total = 0
     for job in jobs:
         item = _attention(job, limits, now)
         if item is not None:
             total += 1
-            if len(found) < ATTENTION_CAP:
-                found.append(item)
-    order = {"polls_failing": 0, "failed": 1, "waiting_on_user": 2, "overdue": 3}
-    found.sort(key=lambda item: (order[item.why], item.job.key))
-    return found, total
+            kind = found[item.why]
+            if len(kind) < ATTENTION_CAP:  # a later kind can never displace these
+                kind.append(item)
+    shown = [
+        item
+        for why in ATTENTION_ORDER
+        for item in sorted(found[why], key=lambda item: item.job.key)
+    ]
+    return shown[:ATTENTION_CAP], total
 
 
 def _attention(

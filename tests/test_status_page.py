@@ -389,3 +389,19 @@ async def test_basic_auth_guards_the_pages(aiohttp_client: ClientFactory, tmp_pa
         assert response.status == 200
     async with client.get("/static/status.css", headers={"Authorization": good}) as response:
         assert response.status == 200
+
+
+def test_a_capped_attention_list_keeps_the_most_urgent_kind() -> None:
+    store = Store()
+    for index in range(ATTENTION_CAP + 5):
+        key = JobKey("hw", f"f{index:03d}")
+        store.track(key, "huawei_metastudio", {})
+        store.record_success(key, _snapshot(key.job_id, "FAILED", Phase.FAILED), NOW)
+    late = JobKey("hw", "z-unreachable")
+    store.track(late, "huawei_metastudio", {})
+    store.record_failure(late, UpstreamError("503 from the gateway", status="503"), NOW)
+    found, total = needs_attention(store.view().jobs, {}, NOW)
+    assert found[0].job.key == late
+    assert found[0].why == "polls_failing"
+    assert len(found) == ATTENTION_CAP
+    assert total == ATTENTION_CAP + 6

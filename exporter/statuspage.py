@@ -48,7 +48,11 @@ _TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 _STATIC = files("exporter") / "static"
-_STATIC_TYPES = {"status.css": "text/css", "status.js": "text/javascript"}
+_STATIC_TYPES = {
+    "status.css": "text/css",
+    "status.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,7 @@ def create_app(
 
     app.cleanup_ctx.append(session_ctx)
     app.cleanup_ctx.append(runtime_ctx)
-    add_status_routes(app, started_at=wall())
+    add_status_routes(app, wall)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

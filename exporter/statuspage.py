@@ -10,7 +10,6 @@ the page stays cheap at tens of thousands of jobs.
 from __future__ import annotations
 
 import math
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,17 @@ USUAL_SHARE = 0.99
 MIN_COMPLETED_RUNS = 20
 SORT_KEYS = ("account", "id", "type", "state", "phase", "age", "updated", "polled")
 CONTENT_SECURITY_POLICY = "default-src 'self'; frame-ancestors 'none'"
-STARTED_AT = web.AppKey("started_at", float)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The app's clock, the one polls are timed by (a test's fake one too), and the start."""
+
+    wall: Callable[[], float]
+    started_at: float
+
+
+CLOCK = web.AppKey("status_clock", Clock)
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("exporter", "templates"),
@@ -253,6 +262,11 @@ def _attention(
     return None
 
 
+# (account, provider) -> its failed polls in the last hour (Store.poll_errors_since).
+RecentPollErrors = Callable[[str, str], int]
+HOUR = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class AccountSummary:
     name: str
@@ -260,12 +274,16 @@ class AccountSummary:
     phases: dict[str, int]
     jobs: int
     poll_errors: int
+    poll_errors_last_hour: int
     failing_polls: int
     budget: str
 
 
 def account_summaries(
-    view: StoreView, providers: Mapping[str, str], polling: Mapping[tuple[str, str], Any]
+    view: StoreView,
+    providers: Mapping[str, str],
+    polling: Mapping[tuple[str, str], Any],
+    recent_poll_errors: RecentPollErrors,
 ) -> list[AccountSummary]:
     counts: dict[tuple[str, str], dict[str, int]] = {key: {} for key in providers.items()}
     failing: dict[tuple[str, str], int] = {}
@@ -285,6 +303,7 @@ def account_summaries(
             phases=per_phase,
             jobs=sum(per_phase.values()),
             poll_errors=errors.get((account, provider), 0),
+            poll_errors_last_hour=recent_poll_errors(account, provider),
             failing_polls=failing.get((account, provider), 0),
             budget=_budget(polling.get((account, provider))),
         )
@@ -395,6 +414,7 @@ def render_status(
     shard: str,
     providers: Mapping[str, str],
     polling: Mapping[tuple[str, str], Any],
+    recent_poll_errors: RecentPollErrors,
 ) -> str:
     limits = usual_limits(view)
     attention, attention_total = needs_attention(view.jobs, limits, now)
@@ -407,7 +427,7 @@ def render_status(
         shard=shard,
         reload_ok=view.reload_ok,
         reload_success_at=view.reload_success_at,
-        accounts=account_summaries(view, providers, polling),
+        accounts=account_summaries(view, providers, polling, recent_poll_errors),
         attention=attention,
         attention_total=attention_total,
         attention_cap=ATTENTION_CAP,
@@ -470,14 +490,20 @@ def _html(text: str, *, status: int = 200) -> web.Response:
 
 async def status_page(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    now = request.app[CLOCK].wall()
+
+    def recent_poll_errors(account: str, provider: str) -> int:
+        return runtime.store.poll_errors_since(account, provider, now - HOUR)
+
     text = render_status(
         runtime.store.view(),
         Query.parse(request.query),
-        now=time.time(),
-        started_at=request.app[STARTED_AT],
+        now=now,
+        started_at=request.app[CLOCK].started_at,
         shard=str(runtime.shard),
         providers={name: p.provider for name, p in runtime.providers.items()},
         polling=runtime.polling_status(),
+        recent_poll_errors=recent_poll_errors,
     )
     return _html(text)
 
@@ -490,7 +516,7 @@ async def job_page(request: web.Request) -> web.Response:
         text = _TEMPLATES.get_template("missing.html").render(version=__version__, key=key)
         return _html(text, status=404)
     prometheus_url = runtime.settings.external_prometheus_url
-    return _html(render_job(job, now=time.time(), prometheus_url=prometheus_url))
+    return _html(render_job(job, now=request.app[CLOCK].wall(), prometheus_url=prometheus_url))
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -505,8 +531,8 @@ async def static_file(request: web.Request) -> web.Response:
     )
 
 
-def add_status_routes(app: web.Application, started_at: float) -> None:
-    app[STARTED_AT] = started_at
+def add_status_routes(app: web.Application, wall: Callable[[], float]) -> None:
+    app[CLOCK] = Clock(wall, wall())
     app.router.add_get("/", status_page)
     app.router.add_get("/jobs/{account}/{job_id}", job_page)
     app.router.add_get("/static/{name}", static_file)

@@ -102,7 +102,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_checks_the_charts_default_conf
         "from exporter.store import Store\n"
         "from importlib.resources import files\n"
         "html = render_status(Store().view(), Query(), now=1e9, started_at=1e9, shard='0/1',"
-        " providers={}, polling={})\n"
+        " providers={}, polling={}, recent_poll_errors=lambda account, provider: 0)\n"
         "css = (files('exporter') / 'static' / 'status.css').read_text()\n"
         "js = (files('exporter') / 'static' / 'status.js').read_text()\n"
         "print('Needs attention' in html, 'svg.bar' in css, 'addEventListener' in js)",

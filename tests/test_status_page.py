@@ -97,6 +97,9 @@ def _status(store: Store, **query: str) -> str:
         shard="0/1",
         providers={"hw": "huawei_metastudio", "tc": "tencent_ci", "idle": "tencent_ci"},
         polling={},
+        recent_poll_errors=lambda account, provider: store.poll_errors_since(
+            account, provider, NOW - 3600
+        ),
     )
 
 
@@ -405,3 +408,21 @@ def test_a_capped_attention_list_keeps_the_most_urgent_kind() -> None:
     assert found[0].why == "polls_failing"
     assert len(found) == ATTENTION_CAP
     assert total == ATTENTION_CAP + 6
+
+
+def test_poll_errors_in_the_last_hour_count_only_that_hour() -> None:
+    store = _store()
+    key = JobKey("hw", "audit")
+    for at in (NOW - 7200, NOW - 3000, NOW - 10):
+        store.record_failure(key, UpstreamError("503", status="503"), at)
+    assert store.poll_errors_since("hw", "huawei_metastudio", NOW - 3600) == 2
+    assert store.poll_errors_since("tc", "tencent_ci", NOW - 3600) == 0
+    # The header: 2 in the last hour, 3 since start, 1 job whose polls fail.
+    assert re.search(
+        r'account=hw">hw</a></td><td>huawei_metastudio</td>.*?'
+        r'<td class="num">2</td><td class="num">3</td><td class="num">1</td>',
+        _status(store),
+        flags=re.DOTALL,
+    )
+    store.remove_account("hw")
+    assert store.poll_errors_since("hw", "huawei_metastudio", 0.0) == 0

@@ -326,7 +326,9 @@ def test_the_job_page_shows_the_poll_history_the_exporter_holds() -> None:
     assert job is not None
     page = render_job(job, now=NOW, prometheus_url=None)
     assert "gateway &lt;said&gt; no" in page
-    assert "failed polls</dt><dd>1</dd>" in page
+    assert "<dt>polls</dt><dd>2</dd>" in page
+    assert "<dt>entered failed</dt><dd>1 time</dd>" in page  # AUDIT_FAILED, once
+    assert "(status 502): gateway" in page
     attention = needs_attention(store.view().jobs, {}, NOW)[0]
     assert [item.why for item in attention if item.job.key == key] == ["polls_failing"]
 

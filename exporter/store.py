@@ -32,10 +32,10 @@ JOB_DURATION_BUCKETS = (
     43200.0,
     86400.0,
 )
-# Detection delays: a job polled every few seconds sees changes within seconds; one left at its
-# cap under a tight budget, in tens of minutes.
 # The failed polls' times kept per account, for "poll errors in the last hour" (status page).
 RECENT_POLL_ERRORS = 10_000
+# Detection delays: a job polled every few seconds sees changes within seconds; one left at its
+# cap under a tight budget, in tens of minutes.
 DETECTION_BUCKETS = (
     1.0,
     2.0,

@@ -95,6 +95,8 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
             for variant in ("plain", "gzip"):
                 for figure in TIMING_FIGURES:
                     assert positive(scrape[source][variant][figure]), (source, variant, figure)
+        for figure in TIMING_FIGURES:
+            assert positive(scrape["status_page"][figure]), ("status_page", figure)
         assert scrape["ours"]["gzip_content_encoding"] == "gzip"
         assert scrape["ours"]["promtool"] == "clean"
         assert set(scrape["naive_vs_ours"]) == {"plain_p50", "plain_p99", "gzip_p50", "gzip_p99"}

@@ -269,6 +269,12 @@ def measure(
         say(f"promtool check metrics: {lint}")
         plain, gzipped, encoding = _alternate(exporter.process, exporter.port, count)
         rss_scraped = _settle_rss(exporter.process, plan)
+        # After the memory figures, so the pages' renders do not count in them.
+        say(f"status page: {count} x GET /")
+        pages = [
+            get_ok(exporter.process, exporter.port, "/", timeout=SCRAPE_TIMEOUT, keep_body=False)
+            for _ in range(count)
+        ]
     finally:
         processes.stop(exporter.process)
     say("naive collector (prometheus-client generate_latest)")
@@ -291,6 +297,8 @@ def measure(
         },
         "naive": naive,
         "prerendered": prerendered,
+        # GET / (the status page): its first page of jobs and the attention list.
+        "status_page": _timing([a.seconds for a in pages], [a.size for a in pages]),
         "naive_vs_ours": {
             f"{variant}_{q}": naive[variant][f"{q}_s"] / ours[f"{q}_s"]
             for variant, ours in (("plain", plain), ("gzip", gzipped))

@@ -63,6 +63,8 @@ BARE_RATIO_TARGET = 0.70
 BYTES_PER_JOB_TARGET = 6 * 1024
 MEMORY_TARGET_FROM = 10_000  # below this, fixed costs and RSS noise swamp a per-job figure
 GROWTH_SLACK = 1.1  # 5.5 where linear is 5
+STATUS_PAGE_TARGET = 0.150  # seconds, p99 of GET / from STATUS_PAGE_TARGET_FROM jobs
+STATUS_PAGE_TARGET_FROM = 10_000
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -298,6 +300,15 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
     if results["api"]:
         add(*_api.target(results["api"]))
+    for size, scrape in results["scrape"].items():
+        if int(size) >= STATUS_PAGE_TARGET_FROM:
+            page = scrape["status_page"]["p99_s"]
+            add(
+                f"status page {size}: GET / p99",
+                page,
+                f"<= {STATUS_PAGE_TARGET * 1000:g} ms",
+                page <= STATUS_PAGE_TARGET,
+            )
     for figures in results["refresh"].values():
         refresh = _refresh.target(figures)
         if refresh is not None:
@@ -517,7 +528,10 @@ def _scrape_tables(results: dict[str, Any], scrape_plan: dict[str, Any]) -> list
             f"p99 {ratios['plain_p99']:.2f}x; gzip p50 {ratios['gzip_p50']:.2f}x, "
             f"p99 {ratios['gzip_p99']:.2f}x; ours' first (cold) scrape "
             f"{_seconds(scrape['ours']['first_plain_s'])}; "
-            f"promtool check metrics: {scrape['ours']['promtool']}"
+            f"promtool check metrics: {scrape['ours']['promtool']}; status page (GET /) "
+            f"p50 {_seconds(scrape['status_page']['p50_s'])}, "
+            f"p99 {_seconds(scrape['status_page']['p99_s'])}, "
+            f"{scrape['status_page']['bytes'] / 1024:.0f} KiB"
             + (
                 ""
                 if scrape["ours"]["gzip_content_encoding"] == "gzip"

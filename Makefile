@@ -27,7 +27,8 @@ dashboards: $(STAMP)
 	$(BIN)/python -m dashboards.generate
 	$(MAKE) chart-sync
 
-# promtool (package prometheus) and Alertmanager come from Debian; install them when missing.
+# promtool (package prometheus) and Alertmanager, and chromium with chromium-driver for the status
+# page's browser tests, come from Debian; install them when missing.
 system-deps:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then \
 		echo "installing prometheus and prometheus-alertmanager from Debian"; \
@@ -35,6 +36,13 @@ system-deps:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			prometheus prometheus-alertmanager >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing chromium and chromium-driver from Debian"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null; \
 	fi
 
 lint: $(STAMP)

@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="address to serve on (default 0.0.0.0:9871)",
     )
     parser.add_argument(
+        "--web.external-prometheus-url",
+        dest="external_prometheus_url",
+        metavar="URL",
+        help="Prometheus as people open it: the job page links to its series there",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="also poll built-in simulated clouds; needs no credentials",
@@ -139,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("log_format", args.log_format),
             ("shard", _shard_flag(args.shard)),
             ("total_shards", args.total_shards),
+            ("external_prometheus_url", args.external_prometheus_url),
         )
         if value is not None
     }

@@ -9,11 +9,15 @@ that header, so its callbacks carry their account's own secret in the path inste
 
 from __future__ import annotations
 
+import base64
+import binascii
+import heapq
 import hmac
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -141,18 +145,136 @@ def _authorized(request: web.Request) -> web.Response | None:
     return None
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    account = request.query.get("account")
-    phase = request.query.get("phase")
+# The one page size a client gets without asking, and the most it may ask for.
+DEFAULT_PAGE = 500
+MAX_PAGE = 5_000
+# Documents serialised per write: a few hundred kilobytes, never the whole page at once.
+DOCUMENTS_PER_CHUNK = 100
+LABEL_PREFIX = "label."
+
+
+class BadQuery(ValueError):
+    """A query parameter the job list cannot take; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """What `GET /api/v1/jobs` was asked for: filters (ANDed), and a page or every match."""
+
+    account: str | None = None
+    phase: str | None = None
+    state: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    limit: int | None = DEFAULT_PAGE  # None: every match (`all=1`)
+    after: JobKey | None = None
+
+    def matches(self, job: JobState) -> bool:
+        if self.account is not None and job.key.account != self.account:
+            return False
+        if self.phase is not None and job.phase.value != self.phase:
+            return False
+        if self.state is not None and (job.snapshot is None or job.snapshot.state != self.state):
+            return False
+        if self.labels:
+            labels = dict(job.labels)
+            return all(labels.get(name) == value for name, value in self.labels)
+        return True
+
+
+def encode_cursor(key: JobKey) -> str:
+    """Opaque to clients: the last key a page held, so that jobs added or removed between pages
+    shift nothing (the next page starts after that key, wherever it now sits)."""
+    return base64.urlsafe_b64encode(orjson.dumps([key.account, key.job_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> JobKey:
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        key = None
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+        raise BadQuery(f"cursor: {cursor[:40]!r} is not a cursor this API gave out")
+    account, job_id = key
+    return JobKey(account, job_id)
+
+
+def _page_size(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise BadQuery(f"limit: {text[:40]!r} is not a whole number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
+def parse_job_query(query: Mapping[str, str]) -> JobQuery:
+    """The request's filters and page; BadQuery for the first parameter it cannot take."""
+    phase = query.get("phase")
     if phase is not None and phase not in {p.value for p in Phase}:
-        return _error(400, f"unknown phase {phase!r}")
-    jobs = [
-        job_document(job)
-        for job in sorted(_runtime(request).store.view().jobs, key=lambda j: j.key)
-        if (account is None or job.key.account == account)
-        and (phase is None or job.phase.value == phase)
-    ]
-    return json_response({"jobs": jobs})
+        raise BadQuery(f"unknown phase {phase!r}")
+    state = query.get("state")
+    if state == "":
+        raise BadQuery("state: empty; name a state such as SUCCEED or Failed")
+    labels = []
+    for name, value in query.items():
+        if name.startswith(LABEL_PREFIX):
+            label = name.removeprefix(LABEL_PREFIX)
+            if not label:
+                raise BadQuery(f"{name}: name the label, e.g. {LABEL_PREFIX}team=voice")
+            labels.append((label, value))
+    every = query.get("all")
+    if every is not None and every != "1":
+        raise BadQuery(f"all: {every[:40]!r}; all=1 asks for every job, unpaged")
+    if every is not None and ("limit" in query or "cursor" in query):
+        raise BadQuery("all: all=1 lists every job; it takes no limit or cursor")
+    limit = query.get("limit")
+    cursor = query.get("cursor")
+    return JobQuery(
+        account=query.get("account"),
+        phase=phase,
+        state=state,
+        labels=tuple(labels),
+        limit=None if every is not None else DEFAULT_PAGE if limit is None else _page_size(limit),
+        after=None if cursor is None else decode_cursor(cursor),
+    )
+
+
+def select_jobs(jobs: Iterable[JobState], query: JobQuery) -> tuple[list[JobState], JobKey | None]:
+    """The page of matching jobs in (account, job_id) order, and the key to continue after
+    (None on the last page). A page costs a pass over the jobs and a heap of `limit`, not a
+    sort of them all."""
+    after = query.after
+    matching = (job for job in jobs if (after is None or job.key > after) and query.matches(job))
+    if query.limit is None:
+        return sorted(matching, key=_key), None
+    page = heapq.nsmallest(query.limit + 1, matching, key=_key)
+    if len(page) <= query.limit:
+        return page, None
+    del page[query.limit :]
+    return page, page[-1].key
+
+
+def _key(job: JobState) -> JobKey:
+    return job.key
+
+
+async def list_jobs(request: web.Request) -> web.StreamResponse:
+    """Streamed: the JSON is written a chunk of documents at a time, so that even an unpaged
+    list of every job never exists as one text (nor does its Content-Length)."""
+    try:
+        query = parse_job_query(request.query)
+    except BadQuery as exc:
+        return _error(400, str(exc))
+    page, last = select_jobs(_runtime(request).store.view().jobs, query)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"jobs":[')
+    for start in range(0, len(page), DOCUMENTS_PER_CHUNK):
+        chunk = b",".join(
+            orjson.dumps(job_document(job)) for job in page[start : start + DOCUMENTS_PER_CHUNK]
+        )
+        await response.write(chunk if start == 0 else b"," + chunk)
+    following = None if last is None else encode_cursor(last)
+    await response.write(b'],"next":' + orjson.dumps(following) + b"}")
+    await response.write_eof()
+    return response
 
 
 async def get_job(request: web.Request) -> web.Response:

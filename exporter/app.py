@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -24,9 +23,9 @@ from exporter.collector import SummaryCollector
 from exporter.config import Overlay, Settings
 from exporter.demo import demo_overlay
 from exporter.exposition import OPENMETRICS, TEXT, JobExposition, inflate_pieces
-from exporter.model import Phase
 from exporter.runtime import RUNTIME, Loader, Runtime
 from exporter.sharding import Shard
+from exporter.statuspage import add_status_routes
 from exporter.store import Store
 from exporter.webconfig import WebConfig, install_web_security
 
@@ -117,7 +116,7 @@ def create_app(
 
     app.cleanup_ctx.append(session_ctx)
     app.cleanup_ctx.append(runtime_ctx)
-    app.router.add_get("/", landing_page)
+    add_status_routes(app, wall)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -227,49 +226,3 @@ async def readyz(request: web.Request) -> web.Response:
     if poller is None or not poller.running:
         return web.Response(status=503, text="poller not running\n")
     return web.Response(text="ok\n")
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>cloudjob-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
-<body><h1>cloudjob-exporter</h1>
-<p>Prometheus exporter for asynchronous cloud jobs, version {version}.</p>
-<ul><li><a href="metrics">Metrics</a></li><li><a href="api/v1/jobs">Jobs (JSON)</a></li>
-<li><a href="healthz">Health</a></li><li><a href="readyz">Readiness</a></li></ul>
-<h2>Accounts</h2>
-<table><tr><th>account</th><th>provider</th><th>jobs</th>{phase_headers}</tr>{rows}</table>
-</body></html>
-"""
-
-
-async def landing_page(request: web.Request) -> web.Response:
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    for name, provider in request.app[RUNTIME].providers.items():
-        counts.setdefault((name, provider.provider), {})
-    for job in request.app[STORE].view().jobs:
-        per_phase = counts.setdefault((job.key.account, job.provider), {})
-        per_phase[job.phase.value] = per_phase.get(job.phase.value, 0) + 1
-    phases = [phase.value for phase in Phase]
-    rows = "".join(
-        f"<tr><td>{html.escape(account)}</td><td>{html.escape(provider)}</td>"
-        f"<td>{sum(per_phase.values())}</td>"
-        + "".join(f"<td>{per_phase.get(phase, 0)}</td>" for phase in phases)
-        + "</tr>"
-        for (account, provider), per_phase in sorted(counts.items())
-    )
-    page = _PAGE.format(
-        version=html.escape(__version__),
-        phase_headers="".join(f"<th>{phase}</th>" for phase in phases),
-        rows=rows,
-    )
-    return web.Response(
-        text=page,
-        content_type="text/html",
-        headers={
-            "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-            "Referrer-Policy": "no-referrer",
-        },
-    )

@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # How often the config file and credential files are checked for changes (0: never).
     reload_check_interval: DurationOrOff = 10.0
     metrics: MetricsSettings = MetricsSettings()
+    # Where people open Prometheus: the status page's job page links to the job's series there.
+    external_prometheus_url: str | None = None
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -161,6 +163,13 @@ class Settings(BaseSettings):
                     f"account name {name!r} may only use letters, digits, '_', '.', '-'"
                 )
         return accounts
+
+    @field_validator("external_prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise ValueError(f"{url!r} is not an http(s) URL of a Prometheus server")
+        return None if url is None else url.rstrip("/")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:

@@ -7,6 +7,7 @@ Written by the poller, read by the collector and the JSON API, all on the event 
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -31,6 +32,8 @@ JOB_DURATION_BUCKETS = (
     43200.0,
     86400.0,
 )
+# The failed polls' times kept per account, for "poll errors in the last hour" (status page).
+RECENT_POLL_ERRORS = 10_000
 # Detection delays: a job polled every few seconds sees changes within seconds; one left at its
 # cap under a tight budget, in tens of minutes.
 DETECTION_BUCKETS = (
@@ -251,6 +254,8 @@ class Store:
         self._api_durations: dict[tuple[str, str], Histogram] = {}
         self._parse_errors: dict[tuple[str, str], int] = {}
         self._poll_errors: dict[tuple[str, str, str], int] = {}
+        # (account, provider) -> the times of its latest failed polls, oldest first.
+        self._poll_error_times: dict[tuple[str, str], deque[float]] = {}
         self._job_durations: dict[tuple[str, str, str, str], Histogram] = {}
         self._detection_delays: dict[tuple[str, str], Histogram] = {}
         self._discovery: dict[tuple[str, str], DiscoveryStatus] = {}
@@ -382,6 +387,7 @@ class Store:
             self._api_requests,
             self._api_durations,
             self._poll_errors,
+            self._poll_error_times,
             self._job_durations,
             self._detection_delays,
             self._discovery,
@@ -544,6 +550,12 @@ class Store:
         self._set(after, durable=before.last_poll_success is not False)
         bucket = (key.account, before.provider, error.reason)
         self._poll_errors[bucket] = self._poll_errors.get(bucket, 0) + 1
+        times = self._poll_error_times.get((key.account, before.provider))
+        if times is None:
+            times = self._poll_error_times[(key.account, before.provider)] = deque(
+                maxlen=RECENT_POLL_ERRORS
+            )
+        times.append(at)
         if error.reason == "parse":
             parse_bucket = (before.provider, "body")
             self._parse_errors[parse_bucket] = self._parse_errors.get(parse_bucket, 0) + 1
@@ -567,6 +579,16 @@ class Store:
         if histogram is None:
             histogram = self._detection_delays[(account, provider)] = Histogram(DETECTION_BUCKETS)
         histogram.observe(max(0.0, seconds))
+
+    def poll_errors_since(self, account: str, provider: str, since: float) -> int:
+        """Failed polls of the account at or after `since` (since start, if that is later);
+        at most RECENT_POLL_ERRORS, the times kept."""
+        times = self._poll_error_times.get((account, provider))
+        if times is None:
+            return 0
+        while times and times[0] < since:  # older ones are never asked for again
+            times.popleft()
+        return len(times)
 
     def record_reload(self, *, ok: bool, at: float) -> None:
         self._reload_ok = ok

@@ -86,8 +86,9 @@ _CIPHER_SUITES = {
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
 }
-# Sent on every response unless the web config sets (or blanks) them. The landing page sets its
-# own Content-Security-Policy (it needs inline styles); everything else loads nothing at all.
+# Sent on every response unless the web config sets (or blanks) them. The status pages set their
+# own Content-Security-Policy (they load the exporter's own CSS and script); everything else
+# loads nothing at all.
 DEFAULT_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

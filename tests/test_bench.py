@@ -95,6 +95,8 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
             for variant in ("plain", "gzip"):
                 for figure in TIMING_FIGURES:
                     assert positive(scrape[source][variant][figure]), (source, variant, figure)
+        for figure in TIMING_FIGURES:
+            assert positive(scrape["status_page"][figure]), ("status_page", figure)
         assert scrape["ours"]["gzip_content_encoding"] == "gzip"
         assert scrape["ours"]["promtool"] == "clean"
         assert set(scrape["naive_vs_ours"]) == {"plain_p50", "plain_p99", "gzip_p50", "gzip_p99"}
@@ -108,6 +110,19 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
         # not necessarily above zero.
         assert math.isfinite(memory["bytes_per_job"])
         assert math.isfinite(memory["bytes_per_job_before_scrapes"])
+
+    api = results["api"]
+    assert (api["jobs"], api["page"]) == (600, 500)
+    assert api["paged_calls"] == 2 * 5  # two pages a walk, five walks after the warm-up one
+    assert positive(api["all_bytes"])
+    for figure in ("before", "after_pages", "after_pages_idle", "after_all", "after_all_idle"):
+        assert positive(api[f"rss_{figure}_bytes"]), (figure, api)
+    # RSS noise: present and finite, not necessarily above zero.
+    assert math.isfinite(api["retained_pages_bytes"])
+    assert math.isfinite(api["retained_all_bytes"])
+    assert "api 600: RSS retained after limit=500 calls" in {
+        target["figure"] for target in results["targets"]
+    }
 
     growth = results["growth"]
     assert (growth["from_jobs"], growth["to_jobs"], growth["linear"]) == (50, 100, 2)
@@ -140,7 +155,15 @@ def test_quick_bench_writes_every_figure_as_a_positive_number(tmp_path: Path) ->
         "freshness: throttled answers, adaptive",
         "freshness: adaptive p99 / fixed p99",
     }
-    for heading in ("Polling:", "Scrape:", "Memory:", "Refresh:", "Freshness:", "Growth:"):
+    for heading in (
+        "Polling:",
+        "Scrape:",
+        "Memory:",
+        "API:",
+        "Refresh:",
+        "Freshness:",
+        "Growth:",
+    ):
         assert heading in result.stdout
     assert "Targets:" in result.stdout
 

@@ -240,3 +240,31 @@ def test_a_bad_value_for_a_prometheus_style_flag_names_that_flag(
         parse_args(["--log.format", "xml"])
     assert exit_info.value.code == 2
     assert "--log.format" in capsys.readouterr().err
+
+
+def test_the_external_prometheus_url_flag_beats_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("external_prometheus_url: http://from-config:9090\n")
+    seen: dict[str, Settings] = {}
+
+    def fake_serve(settings: Settings, **kwargs: object) -> int:
+        seen["settings"] = settings
+        return 0
+
+    monkeypatch.setattr(cli, "setup_logging", lambda level, fmt: None)
+    monkeypatch.setattr(cli, "serve", fake_serve)
+    assert cli.main(["--config.file", str(path)]) == 0
+    assert seen["settings"].external_prometheus_url == "http://from-config:9090"
+    flag = ["--web.external-prometheus-url", "https://prom.example/"]
+    assert cli.main(["--config.file", str(path), *flag]) == 0
+    assert seen["settings"].external_prometheus_url == "https://prom.example"
+
+
+def test_a_bad_external_prometheus_url_is_one_line_naming_it() -> None:
+    result = run_cli("--web.external-prometheus-url", "javascript:alert(1)", "--check-config")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "external_prometheus_url" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -94,3 +94,18 @@ def test_the_wheel_installs_into_a_fresh_venv_and_checks_the_charts_default_conf
     # The simulator and the dashboards are not needed at run time but ship for --demo.
     demo = installed("cloudjob-exporter", "--demo", "--check-config")
     assert demo.returncode == 0, demo.stderr
+    # The status page's templates and static files ship in the wheel: it renders, installed.
+    page = installed(
+        "python",
+        "-c",
+        "from exporter.statuspage import Query, render_status, static_file\n"
+        "from exporter.store import Store\n"
+        "from importlib.resources import files\n"
+        "html = render_status(Store().view(), Query(), now=1e9, started_at=1e9, shard='0/1',"
+        " providers={}, polling={}, recent_poll_errors=lambda account, provider: 0)\n"
+        "css = (files('exporter') / 'static' / 'status.css').read_text()\n"
+        "js = (files('exporter') / 'static' / 'status.js').read_text()\n"
+        "print('Needs attention' in html, 'svg.bar' in css, 'addEventListener' in js)",
+    )
+    assert page.returncode == 0, page.stderr
+    assert page.stdout.split() == ["True", "True", "True"]

@@ -253,7 +253,7 @@ def test_every_endpoint_asks_for_credentials(tmp_path: Path, pki: Pki) -> None:
             assert refused.value.code == 401, path
 
 
-def test_the_landing_page_over_tls_sends_the_security_headers_and_hsts(
+def test_the_status_page_over_tls_sends_the_security_headers_and_hsts(
     tmp_path: Path, pki: Pki
 ) -> None:
     with _exporter(tmp_path, _web_config(tmp_path, pki)) as (port, _):
@@ -266,7 +266,8 @@ def test_the_landing_page_over_tls_sends_the_security_headers_and_hsts(
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["Referrer-Policy"] == "no-referrer"
-    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    # The status page loads its own stylesheet and script, nothing else.
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'")
     assert headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
@@ -648,12 +649,11 @@ async def test_security_headers_reach_every_response_without_a_web_config(
             assert r.headers["X-Content-Type-Options"] == "nosniff"
             assert r.headers["X-Frame-Options"] == "DENY"
             assert r.headers["Referrer-Policy"] == "no-referrer"
-            assert "default-src 'none'" in r.headers["Content-Security-Policy"]
             assert "Strict-Transport-Security" not in r.headers  # plain HTTP
-    async with client.get("/") as r:  # the landing page keeps its own policy (inline styles)
-        assert (
-            r.headers["Content-Security-Policy"] == "default-src 'none'; style-src 'unsafe-inline'"
-        )
+            if path != "/":
+                assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    async with client.get("/") as r:  # the status page loads its packaged CSS and script
+        assert r.headers["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'"
 
 
 async def test_web_config_headers_override_and_blank_removes(

@@ -117,10 +117,10 @@ def wait_until_polled(exporter: Exporter, jobs: int) -> float:
         # alone, "none unpolled" read before the SIGHUP took effect and "all tracked" read
         # just after it once ended the wait before any job was polled. The full list (a large
         # answer, and RSS the memory figure would count) is asked for only at the ends.
-        waiting, sample = _count_jobs(exporter, "?phase=unknown")
-        tracked = _count_jobs(exporter, "")[0] if waiting == 0 else None
+        waiting, sample = _count_jobs(exporter, "?phase=unknown&all=1")
+        tracked = _count_jobs(exporter, "?all=1")[0] if waiting == 0 else None
         if tracked == jobs:
-            waiting, sample = _count_jobs(exporter, "?phase=unknown")
+            waiting, sample = _count_jobs(exporter, "?phase=unknown&all=1")
         now = time.monotonic()
         if tracked == jobs and waiting == 0:
             return now - started
@@ -269,6 +269,12 @@ def measure(
         say(f"promtool check metrics: {lint}")
         plain, gzipped, encoding = _alternate(exporter.process, exporter.port, count)
         rss_scraped = _settle_rss(exporter.process, plan)
+        # After the memory figures, so the pages' renders do not count in them.
+        say(f"status page: {count} x GET /")
+        pages = [
+            get_ok(exporter.process, exporter.port, "/", timeout=SCRAPE_TIMEOUT, keep_body=False)
+            for _ in range(count)
+        ]
     finally:
         processes.stop(exporter.process)
     say("naive collector (prometheus-client generate_latest)")
@@ -291,6 +297,8 @@ def measure(
         },
         "naive": naive,
         "prerendered": prerendered,
+        # GET / (the status page): its first page of jobs and the attention list.
+        "status_page": _timing([a.seconds for a in pages], [a.size for a in pages]),
         "naive_vs_ours": {
             f"{variant}_{q}": naive[variant][f"{q}_s"] / ours[f"{q}_s"]
             for variant, ours in (("plain", plain), ("gzip", gzipped))

@@ -6,6 +6,8 @@
    `generate_latest` over the same series and to the same bytes served pre-rendered.
 3. Memory: exporter RSS per tracked job.
 4. Growth: the largest size over the one below it, for every scrape and memory figure.
+   API: exporter RSS retained after paged `GET /api/v1/jobs?limit=500` calls at 10,000 jobs,
+   next to unpaged `?all=1` calls.
 5. Refresh: requests per job-hour and state-change detection delays of Tencent CI jobs kept
    fresh by per-job look-ups (`refresh: lookup`) and by list pages (`refresh: list`).
 6. Freshness: detection delays of 2,000 running Huawei jobs when the account's request quota
@@ -37,7 +39,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from tests.bench import _freshness, _polling, _refresh, _scrape
+from tests.bench import _api, _freshness, _polling, _refresh, _scrape
+from tests.bench._api import ApiPlan
 from tests.bench._clouds import start_clouds
 from tests.bench._freshness import FreshnessPlan
 from tests.bench._harness import REPO, BenchError, Processes, progress
@@ -51,13 +54,17 @@ DEFAULT_REFRESH_SIZES = (1_000, 10_000)
 QUICK_POLL_SIZES = (50,)
 QUICK_SCRAPE_SIZES = (50, 100)
 QUICK_REFRESH_SIZES = (50,)
-STAGES = ("polling", "scrape", "refresh", "freshness")
+DEFAULT_API_JOBS = 10_000
+QUICK_API_JOBS = 600  # two pages
+STAGES = ("polling", "scrape", "api", "refresh", "freshness")
 # The targets `Targets: N of M met` counts (docs/performance.md lists them).
 SDK_RATIO_TARGET = 8.0
 BARE_RATIO_TARGET = 0.70
 BYTES_PER_JOB_TARGET = 6 * 1024
 MEMORY_TARGET_FROM = 10_000  # below this, fixed costs and RSS noise swamp a per-job figure
 GROWTH_SLACK = 1.1  # 5.5 where linear is 5
+STATUS_PAGE_TARGET = 0.150  # seconds, p99 of GET / from STATUS_PAGE_TARGET_FROM jobs
+STATUS_PAGE_TARGET_FROM = 10_000
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -165,6 +172,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         # of a shared machine in 20 scrapes was a 50k/10k growth of 6 on its own).
         max_count=3 if quick else 100,
         settle=0.2 if quick else 1.0,
+    )
+    args.api = (
+        ApiPlan(jobs=QUICK_API_JOBS, settle=0.2, idle=0.5) if quick else ApiPlan(DEFAULT_API_JOBS)
     )
     # The window covers several poll intervals; the tail lets a change at its very end show.
     args.refreshing = (
@@ -288,6 +298,17 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= 6 KiB",
                 per_job <= BYTES_PER_JOB_TARGET,
             )
+    if results["api"]:
+        add(*_api.target(results["api"]))
+    for size, scrape in results["scrape"].items():
+        if int(size) >= STATUS_PAGE_TARGET_FROM:
+            page = scrape["status_page"]["p99_s"]
+            add(
+                f"status page {size}: GET / p99",
+                page,
+                f"<= {STATUS_PAGE_TARGET * 1000:g} ms",
+                page <= STATUS_PAGE_TARGET,
+            )
     for figures in results["refresh"].values():
         refresh = _refresh.target(figures)
         if refresh is not None:
@@ -313,18 +334,20 @@ def run(args: argparse.Namespace, processes: Processes, workdir: Path) -> dict[s
     poll_sizes: tuple[int, ...] = args.poll_sizes if "polling" in stages else ()
     scrape_sizes: tuple[int, ...] = args.scrape_sizes if "scrape" in stages else ()
     refresh_sizes: tuple[int, ...] = args.refresh_sizes if "refresh" in stages else ()
+    api_jobs = args.api.jobs if "api" in stages else 0
     results: dict[str, Any] = {
         "polling": {},
         "scrape": {},
         "memory": {},
+        "api": {},
         "refresh": {},
         "freshness": {},
     }
-    if poll_sizes or scrape_sizes:
+    if poll_sizes or scrape_sizes or api_jobs:
         clouds = start_clouds(
             processes,
-            huawei_jobs=max([*poll_sizes, *(size // 2 for size in scrape_sizes)]),
-            tencent_jobs=max([0, *(size - size // 2 for size in scrape_sizes)]),
+            huawei_jobs=max([*poll_sizes, *(size // 2 for size in (*scrape_sizes, api_jobs))]),
+            tencent_jobs=max([0, *(size - size // 2 for size in (*scrape_sizes, api_jobs))]),
         )
     for size in poll_sizes:
         results["polling"][str(size)] = _polling.measure(
@@ -338,7 +361,9 @@ def run(args: argparse.Namespace, processes: Processes, workdir: Path) -> dict[s
             f"naive {scrape['naive']['plain']['p50_s']:.3f} s; "
             f"{memory['bytes_per_job'] / 1024:.1f} KiB per job"
         )
-    if poll_sizes or scrape_sizes:
+    if api_jobs:
+        results["api"] = _api.measure(processes, clouds, args.api, workdir)
+    if poll_sizes or scrape_sizes or api_jobs:
         processes.stop_all()  # the refresh stage's processes get the machine to themselves
     for size in refresh_sizes:
         results["refresh"][str(size)] = _refresh.measure(processes, size, workdir, args.refreshing)
@@ -399,6 +424,8 @@ def render(results: dict[str, Any]) -> str:
         out += _polling_table(results, meta["polling"])
     if results["scrape"]:
         out += _scrape_tables(results, meta["scrape"])
+    if results["api"]:
+        out += _api.table(results["api"])
     if results["refresh"]:
         out += _refresh_table(results["refresh"])
     if results["freshness"]:
@@ -501,7 +528,10 @@ def _scrape_tables(results: dict[str, Any], scrape_plan: dict[str, Any]) -> list
             f"p99 {ratios['plain_p99']:.2f}x; gzip p50 {ratios['gzip_p50']:.2f}x, "
             f"p99 {ratios['gzip_p99']:.2f}x; ours' first (cold) scrape "
             f"{_seconds(scrape['ours']['first_plain_s'])}; "
-            f"promtool check metrics: {scrape['ours']['promtool']}"
+            f"promtool check metrics: {scrape['ours']['promtool']}; status page (GET /) "
+            f"p50 {_seconds(scrape['status_page']['p50_s'])}, "
+            f"p99 {_seconds(scrape['status_page']['p99_s'])}, "
+            f"{scrape['status_page']['bytes'] / 1024:.0f} KiB"
             + (
                 ""
                 if scrape["ours"]["gzip_content_encoding"] == "gzip"
@@ -686,6 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "poll_interval": POLL_INTERVAL,
         },
         "stages": list(args.stages),
+        "api": {"jobs": args.api.jobs, "settle_s": args.api.settle, "idle_s": args.api.idle},
         "refresh": {
             "sizes": list(args.refresh_sizes),
             "modes": list(_refresh.MODES),

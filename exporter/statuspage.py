@@ -29,8 +29,6 @@ from exporter.store import Histogram, JobKey, JobState, StoreView
 PAGE_SIZE = 100
 # The attention list shows this many jobs; the rest are counted and one filter away.
 ATTENTION_CAP = 50
-# Failed states that wait on the user (a new upload, a redo, a retraining), not on the cloud.
-USER_WAITING_STATES = frozenset({"AUDIT_FAILED", "SPLIT_FAILED", "USER_REVIEW_REJECT"})
 # A running job is overdue once older than the bucket bound below which this share of its
 # type's completed runs ended; it takes this many completed runs to say.
 USUAL_SHARE = 0.99
@@ -246,7 +244,9 @@ def _attention(
         return None
     if snapshot.phase is Phase.FAILED:
         reason = " ".join(filter(None, (snapshot.failure_code, snapshot.failure_reason)))
-        if snapshot.state in USER_WAITING_STATES:
+        if not snapshot.terminal:
+            # A failed state that does not end the job (states.py: AUDIT_FAILED, SPLIT_FAILED,
+            # USER_REVIEW_REJECT) waits on its owner: a new upload, a redo, a review.
             return Attention(job, "waiting_on_user", reason or snapshot.state)
         return Attention(job, "failed", reason or snapshot.state)
     if snapshot.phase is Phase.RUNNING and snapshot.created_at is not None:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from exporter.app import STORE, create_app
 from exporter.config import ConfigError, load_settings
 from exporter.model import Assessment, JobSnapshot, Phase, UpstreamError
+from exporter.states import HUAWEI_TABLE, TENCENT_TABLE
 from exporter.statuspage import (
     ATTENTION_CAP,
     PAGE_SIZE,
@@ -46,7 +47,11 @@ def _snapshot(job_id: str, state: str, phase: Phase, **fields: Any) -> JobSnapsh
         job_type=fields.pop("job_type", "VOICE_ASSESS"),
         state=state,
         phase=phase,
-        terminal=phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED),
+        # As the provider decides it: AUDIT_FAILED and the other owner-waiting states do not
+        # end a job.
+        terminal=HUAWEI_TABLE.is_terminal(state, *HUAWEI_TABLE.phase_of(state))
+        if state.isupper()
+        else TENCENT_TABLE.is_terminal(state, *TENCENT_TABLE.phase_of(state)),
         **fields,
     )
 

@@ -9,6 +9,7 @@ the page stays cheap at tens of thousands of jobs.
 
 from __future__ import annotations
 
+import heapq
 import math
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -170,11 +171,23 @@ def table_page(jobs: Iterable[JobState], query: Query) -> tuple[list[JobState], 
                 missing.append(job)
             else:
                 present.append((v, job.key, job))
-    present.sort(key=lambda item: (item[0], item[1]), reverse=query.descending)
-    missing.sort(key=lambda job: job.key)
-    chosen = [item[2] for item in present] + missing
+    # Only the rows up to this page are ordered (a heap of them, not a sort of every job): at
+    # 50,000 jobs a full sort was most of a render.
     start = (query.page - 1) * query.limit
-    return chosen[start : start + query.limit], len(chosen)
+    needed = start + query.limit
+    pick = heapq.nlargest if query.descending else heapq.nsmallest
+    chosen = [item[2] for item in pick(needed, present, key=_value_then_key)]
+    if len(chosen) < needed:
+        chosen += heapq.nsmallest(needed - len(chosen), missing, key=_job_key)
+    return chosen[start:needed], len(present) + len(missing)
+
+
+def _value_then_key(item: tuple[Any, JobKey, JobState]) -> tuple[Any, JobKey]:
+    return item[0], item[1]
+
+
+def _job_key(job: JobState) -> JobKey:
+    return job.key
 
 
 def usual_limit(histogram: Histogram, share: float = USUAL_SHARE) -> float | None:

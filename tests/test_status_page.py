@@ -21,7 +21,9 @@ from exporter.states import HUAWEI_TABLE, TENCENT_TABLE
 from exporter.statuspage import (
     ATTENTION_CAP,
     PAGE_SIZE,
+    SORT_KEYS,
     Query,
+    _sort_value,
     assessment_bars,
     needs_attention,
     render_job,
@@ -433,3 +435,24 @@ def test_poll_errors_in_the_last_hour_count_only_that_hour() -> None:
     )
     store.remove_account("hw")
     assert store.poll_errors_since("hw", "huawei_metastudio", 0.0) == 0
+
+
+@pytest.mark.parametrize("order", ["", "desc"])
+@pytest.mark.parametrize("column", SORT_KEYS)
+def test_each_page_is_the_slice_a_full_sort_would_give(column: str, order: str) -> None:
+    """Only the rows up to the page asked for are ordered: they must be the ones a sort of
+    every job puts there (jobs without a value last, ties by account and id)."""
+    view = _store(250).view()
+    value = _sort_value(column)
+    present = sorted(
+        ((value(job), job.key) for job in view.jobs if value(job) is not None),
+        reverse=order == "desc",
+    )
+    expected = [key for _, key in present] + sorted(
+        job.key for job in view.jobs if value(job) is None
+    )
+    for page in (1, 2, 3):
+        asked = {"sort": column, "order": order, "page": str(page)}
+        rows, total = table_page(view.jobs, Query.parse(asked))
+        assert [job.key for job in rows] == expected[(page - 1) * 100 : page * 100]
+        assert total == len(expected)
